@@ -1,0 +1,163 @@
+"""What each task does. Every action first removes its receipt and writes it last.
+
+So a failed or killed action leaves no receipt, doit re-runs it, and nothing downstream
+trusts half-done work. Names come from the :class:`~esp32tasks.plan.Plan`, never
+re-derived here.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ParamSpec
+
+from esp32tasks import builders, firmware, oci
+from esp32tasks.config import Release
+from esp32tasks.errors import Esp32TasksError, PublishError
+from esp32tasks.plan import Plan, Step
+from esp32tasks.receipts import read_json, remove, write_json
+from esp32tasks.runner import run
+from esp32tasks.store import open_store, sha256_file
+
+__all__ = ["build", "index", "tag", "upload"]
+
+_P = ParamSpec("_P")
+
+
+def reported(func: Callable[_P, None]) -> Callable[_P, Any]:
+    """Turn our errors into doit failures that print as one message, not a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> Any:
+        from doit.exceptions import TaskFailed
+
+        try:
+            func(*args, **kwargs)
+        except Esp32TasksError as exc:
+            return TaskFailed(str(exc))
+        return None
+
+    return wrapper
+
+
+def _rel(release: Release, path: Path) -> str:
+    try:
+        return path.relative_to(release.root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+@reported
+def build(release: Release, step: Step) -> None:
+    """Run the builder, find its outputs, check the app image, write both receipts."""
+    root = release.root
+    remove(root / step.build_receipt, root / step.app_receipt)
+    build_dir = root / step.build_dir
+    app_dir = root / release.project.app_dir
+    run(builders.build_argv(release, step.target, str(build_dir)), cwd=app_dir,
+        env=builders.build_env(release, step.target), log=root / step.log,
+        log_label=step.log.as_posix())
+    artifacts = builders.discover(build_dir, app_dir, step.build_dir.as_posix())
+    entries: list[dict[str, Any]] = [
+        {"kind": a.kind, "name": a.name, "path": _rel(release, a.path),
+         "size": a.path.stat().st_size, "sha256": sha256_file(a.path)}
+        for a in artifacts
+    ]
+    app = next(e for e in entries if e["kind"] == "app")
+    info = firmware.read_app(root / app["path"], chip=step.target.chip,
+                             version=release.project.version, label=app["path"])
+    # Two receipts: the image depends on the app alone, the upload on everything.
+    write_json(root / step.app_receipt, {
+        "target": step.name, "chip": step.target.chip, **app,
+        "app_desc": {"version": info.version, "project_name": info.project_name,
+                     "elf_sha256": info.elf_sha256},
+    })
+    write_json(root / step.build_receipt, {"target": step.name, "chip": step.target.chip,
+                                           "artifacts": entries})
+
+
+@reported
+def tag(release: Release, step: Step, oci_dir: str) -> None:
+    """Package the app binary as the target's image in the layout, under the step's tag."""
+    root = release.root
+    remove(root / step.image_receipt)
+    app = read_json(root / step.app_receipt)
+    path = root / app["path"]
+    data = path.read_bytes()
+    if oci.Blob("", data).digest != "sha256:" + app["sha256"]:
+        raise PublishError(f"{app['path']} changed after its build; run `doit release` again")
+    image = oci.firmware_image(target=step.name, app_name=app["name"], firmware=data,
+                               annotations={"dev.esp32tasks.chip": step.target.chip})
+    layout = oci.Layout(root / oci_dir)
+    for blob in (*image.blobs, image.manifest):
+        layout.write_blob(blob)
+    layout.tag(step.tag, image.manifest, slot=f"image:{step.name}")
+    write_json(root / step.image_receipt, {
+        "target": step.name,
+        "tag": step.tag,
+        "manifest": image.manifest.descriptor(),
+        "config": image.config.descriptor(),
+        "layer": image.layer.descriptor(),
+        "firmware": {"name": app["name"], "sha256": app["sha256"], "size": app["size"]},
+    })
+
+
+def index_annotations(plan: Plan) -> dict[str, str]:
+    """Per-commit facts live on the index, so per-target manifests stay content-only."""
+    project = plan.release.project
+    annotations = {
+        "org.opencontainers.image.version": project.version,
+        "org.opencontainers.image.revision": plan.git.revision,
+        "org.opencontainers.image.created": plan.git.commit_time,
+        "org.opencontainers.image.title": project.name,
+        "dev.esp32tasks.app-type": project.app_type,
+    }
+    if project.source:
+        annotations["org.opencontainers.image.source"] = project.source
+    if plan.git.dirty:
+        annotations["dev.esp32tasks.dirty"] = "true"
+    return annotations
+
+
+@reported
+def index(plan: Plan) -> None:
+    """The image index of every target, tagged ``<app_type>-<version>`` in the layout."""
+    root = plan.release.root
+    remove(root / plan.index_receipt)
+    children = {}
+    for step in plan.steps:
+        receipt = read_json(root / step.image_receipt)
+        children[step.name] = receipt
+    blob = oci.image_index(
+        [(name, r["manifest"]["digest"], r["manifest"]["size"]) for name, r in children.items()],
+        index_annotations(plan),
+    )
+    layout = oci.Layout(root / plan.oci_dir)
+    layout.write_blob(blob)
+    layout.tag(plan.index_tag, blob, slot="index")
+    write_json(root / plan.index_receipt, {
+        "tag": plan.index_tag,
+        "index": blob.descriptor(),
+        "targets": {name: {"tag": r["tag"], "digest": r["manifest"]["digest"]}
+                    for name, r in sorted(children.items())},
+    })
+
+
+@reported
+def upload(release: Release, step: Step) -> None:
+    """Copy every artifact of the target to the store, skipping objects already there."""
+    root = release.root
+    remove(root / step.upload_receipt)
+    store = open_store(release.store, root)
+    objects = []
+    for artifact in read_json(root / step.build_receipt)["artifacts"]:
+        key = step.store_prefix + artifact["name"]
+        path = root / artifact["path"]
+        if sha256_file(path) != artifact["sha256"]:
+            raise PublishError(f"{artifact['path']} changed after its build; run "
+                               "`doit release` again")
+        store.put_file(key, path, artifact["sha256"])
+        objects.append({"key": key, "sha256": artifact["sha256"], "size": artifact["size"]})
+    write_json(root / step.upload_receipt, {"target": step.name, "store": store.describe(),
+                                            "objects": objects})

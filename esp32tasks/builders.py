@@ -1,0 +1,207 @@
+"""Run a target's build (``idf.py`` or a command) and find its outputs.
+
+Both builders share ESP-IDF's output contract: the build dir holds ``flasher_args.json``
+and ``project_description.json``, and every other artifact is found through them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from esp32tasks.config import Release, Target
+from esp32tasks.errors import BuildError
+
+__all__ = [
+    "CONTRACT_FILES",
+    "Artifact",
+    "build_argv",
+    "build_env",
+    "discover",
+    "resolve_toolchain",
+    "settings",
+]
+
+FLASHER_ARGS: Final = "flasher_args.json"
+PROJECT_DESCRIPTION: Final = "project_description.json"
+#: What every build must write; doit learns the rest after the build, from these.
+CONTRACT_FILES: Final = (FLASHER_ARGS, PROJECT_DESCRIPTION)
+#: Environment our own publishing reads; a build never sees it unless pass_env names it.
+SECRET_PREFIXES: Final = ("ESP32TASKS_", "AWS_")
+SECRET_NAMES: Final = frozenset({"DOCKER_AUTH_CONFIG", "DOCKER_CONFIG"})
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Artifact:
+    kind: str
+    """app, bootloader, partition-table, otadata, sdkconfig, partitions-csv, flasher-args,
+    elf, map."""
+    path: Path
+    """Absolute path of the file."""
+
+    @property
+    def name(self) -> str:
+        """The object name in the store: the file's base name."""
+        return self.path.name
+
+
+def build_argv(release: Release, target: Target, build_dir: str) -> list[str]:
+    """The argv to run; ``build_dir`` is substituted as given (relative for hashing)."""
+    builder = release.builder
+    if builder.kind == "idf":
+        argv = [builder.command[0], "-B", build_dir, f"-DIDF_TARGET={target.chip}",
+                f"-DSDKCONFIG={build_dir}/sdkconfig"]
+        defaults = builder.sdkconfig_defaults + target.sdkconfig_defaults
+        if defaults:
+            argv.append("-DSDKCONFIG_DEFAULTS=" + ";".join(defaults))
+        return [*argv, "build"]
+    values = {"target": target.name, "chip": target.chip, "build_dir": build_dir,
+              "version": release.project.version}
+    return [arg.format_map(values) for arg in builder.command]
+
+
+def build_env(release: Release, target: Target,
+              base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The build's environment: ours minus secrets, plus the config's and the reference's."""
+    base = os.environ if base is None else base
+    passed = set(release.builder.pass_env + target.pass_env)
+    env = {k: v for k, v in base.items()
+           if k in passed or not (k.startswith(SECRET_PREFIXES) or k in SECRET_NAMES)}
+    # programs installed beside us (esptool, python3 of this venv) come first
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.update(release.builder.env)
+    env.update(target.env)
+    defaults = release.builder.sdkconfig_defaults + target.sdkconfig_defaults
+    if defaults and release.builder.kind == "command":
+        env["SDKCONFIG_DEFAULTS"] = ";".join(defaults)
+    env.update(
+        FIRMWARE_VERSION=release.project.version,
+        DEVICE_TYPE=target.name,
+        APPLICATION_TYPE=release.project.app_type,
+    )
+    return env
+
+
+def settings(release: Release, target: Target, build_dir: str) -> dict[str, Any]:
+    """Everything but files that decides a build's output: doit's ``config_changed``."""
+    builder = release.builder
+    return {
+        "builder": builder.kind,
+        "argv": build_argv(release, target, build_dir),
+        "env": sorted({**dict(builder.env), **dict(target.env)}.items()),
+        "pass_env": sorted(set(builder.pass_env + target.pass_env)),
+        "chip": target.chip,
+        "version": release.project.version,
+        "app_type": release.project.app_type,
+        "idf_path": os.environ.get("IDF_PATH", "") if builder.kind == "idf" else "",
+    }
+
+
+def resolve_toolchain(release: Release) -> list[str]:
+    """Absolute paths of the toolchain programs, whose content doit tracks like sources.
+
+    The builder's own program counts too. A program that is not installed is left out
+    here; running the build then reports it.
+    """
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    found = []
+    for program in (release.builder.command[0], *release.builder.toolchain):
+        if "{" in program or ("/" in program and not Path(program).is_absolute()):
+            continue  # a file of the app (e.g. tools/build.py) is a source already
+        where = shutil.which(program, path=path)
+        if where:
+            found.append(os.path.realpath(where))
+    return sorted(set(found))
+
+
+def discover(build_dir: Path, app_dir: Path, label: str) -> list[Artifact]:
+    """Find a finished build's artifacts through its two contract files.
+
+    ``label`` is the build dir as the user knows it (``build/esp32c3``), for messages.
+    """
+    flasher = _contract(build_dir, FLASHER_ARGS, label)
+    description = _contract(build_dir, PROJECT_DESCRIPTION, label)
+
+    def flasher_file(key: str) -> str | None:
+        entry = flasher.get(key)
+        return entry.get("file") if isinstance(entry, dict) else None
+
+    found: list[tuple[str, Path, bool]] = []  # kind, path, required
+
+    def add(kind: str, name: str | None, required: bool, base: Path = build_dir) -> None:
+        if name:
+            found.append((kind, base / name, required))
+        elif required:
+            raise BuildError(f"{label}/{FLASHER_ARGS}: no {kind} entry; the build must list "
+                             f"its {kind} file (ESP-IDF's output contract)")
+
+    add("app", flasher_file("app") or description.get("app_bin"), required=True)
+    add("bootloader", flasher_file("bootloader"), required=True)
+    add("partition-table", flasher_file("partition-table"), required=True)
+    add("otadata", flasher_file("otadata"), required=False)
+    elf = description.get("app_elf")
+    add("elf", elf, required=True)
+    if isinstance(elf, str):
+        add("map", str(Path(elf).with_suffix(".map")), required=False)
+    config_file = description.get("config_file") or "sdkconfig"
+    add("sdkconfig", config_file, required=False)
+    found.append(("flasher-args", build_dir / FLASHER_ARGS, True))
+    sdkconfig = build_dir / config_file
+    if sdkconfig.is_file():
+        csv = _custom_partition_csv(sdkconfig)
+        if csv:
+            add("partitions-csv", csv, required=True, base=app_dir)
+
+    artifacts = []
+    for kind, path, required in found:
+        if path.is_file():
+            artifacts.append(Artifact(kind=kind, path=path))
+        elif required:
+            shown = _shown(path, build_dir, label)
+            raise BuildError(f"expected output missing: {shown} ({kind}); the build finished "
+                             f"but did not write it (see {label}/build.log)")
+    names = [a.name for a in artifacts]
+    for name in set(names):
+        if names.count(name) > 1:
+            raise BuildError(f"{label}: two artifacts are both named '{name}'; they would "
+                             "overwrite each other in the store: rename one")
+    return artifacts
+
+
+def _contract(build_dir: Path, name: str, label: str) -> dict[str, Any]:
+    path = build_dir / name
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise BuildError(f"expected output missing: {label}/{name}; the build must write it "
+                         "(ESP-IDF's output contract; see README.md, 'Builders')") from None
+    except json.JSONDecodeError as exc:
+        raise BuildError(f"{label}/{name} is not valid JSON ({exc}); fix the build") from None
+    if not isinstance(data, dict):
+        raise BuildError(f"{label}/{name} must hold a JSON object; fix the build")
+    return data
+
+
+def _custom_partition_csv(sdkconfig: Path) -> str | None:
+    """The custom partition table CSV an sdkconfig names, if any."""
+    values = {}
+    for line in sdkconfig.read_text(errors="replace").splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.startswith("CONFIG_PARTITION_TABLE_"):
+            values[key] = value.strip().strip('"')
+    if values.get("CONFIG_PARTITION_TABLE_CUSTOM") != "y":
+        return None
+    return values.get("CONFIG_PARTITION_TABLE_CUSTOM_FILENAME") or None
+
+
+def _shown(path: Path, build_dir: Path, label: str) -> str:
+    try:
+        return f"{label}/{path.relative_to(build_dir).as_posix()}"
+    except ValueError:
+        return str(path)

@@ -1,0 +1,444 @@
+"""``targets.toml`` to frozen dataclasses, validated once, every problem reported in one pass.
+
+Messages have the shape ``<file>: <key path>: <problem>; <fix>`` so a user can go
+straight to the line. Nothing downstream reads raw TOML.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Final, Literal, TypeVar, cast, get_args
+
+from esp32tasks.errors import ConfigError
+
+__all__ = [
+    "KNOWN_CHIPS",
+    "MAX_TAG_LENGTH",
+    "MAX_VERSION_BYTES",
+    "Builder",
+    "Chip",
+    "Project",
+    "RegistryConfig",
+    "Release",
+    "StoreConfig",
+    "Target",
+    "load",
+    "parse",
+]
+
+Chip = Literal[
+    "esp32",
+    "esp32s2",
+    "esp32s3",
+    "esp32c2",
+    "esp32c3",
+    "esp32c5",
+    "esp32c6",
+    "esp32c61",
+    "esp32h2",
+    "esp32p4",
+]
+KNOWN_CHIPS: Final[tuple[str, ...]] = get_args(Chip)
+BuilderKind = Literal["idf", "command"]
+
+#: ``esp_app_desc_t.version`` is ``char[32]``: 31 bytes and the terminating NUL.
+MAX_VERSION_BYTES: Final = 31
+#: The OCI distribution spec's tag grammar: ``[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}``.
+MAX_TAG_LENGTH: Final = 128
+#: What the commit part of a per-target tag can add at most: ``-<sha7>-dirty``.
+TAG_SUFFIX_MAX: Final = len("-0123456-dirty")
+
+PLACEHOLDERS: Final = ("target", "chip", "build_dir", "version")
+
+_TAG_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+_TARGET_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
+_PROJECT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# distribution's reference grammar: host[:port]/path, path components lower case.
+_REPOSITORY = re.compile(
+    r"(?P<host>[A-Za-z0-9.-]+(?::[0-9]+)?)"
+    r"/(?P<path>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)"
+)
+_PSRAM_SUFFIX = re.compile(r"r[28]$")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Project:
+    name: str
+    app_type: str
+    version: str
+    app_dir: PurePosixPath
+    """The app's directory, relative to the repository root."""
+    source: str | None = None
+    """Optional URL of the source repository (``org.opencontainers.image.source``)."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Builder:
+    kind: BuilderKind
+    command: tuple[str, ...]
+    """argv template (``command`` builder) or the ``idf.py`` program (``idf`` builder)."""
+    env: tuple[tuple[str, str], ...] = ()
+    sdkconfig_defaults: tuple[str, ...] = ()
+    toolchain: tuple[str, ...] = ()
+    """Programs whose content identifies the toolchain; changing one rebuilds every target."""
+    pass_env: tuple[str, ...] = ()
+    """Variables passed to the build even though they look like our secrets."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Target:
+    name: str
+    chip: Chip
+    env: tuple[tuple[str, str], ...] = ()
+    files: tuple[str, ...] = ()
+    """Per-target files, relative to the app dir: dependencies of this target only."""
+    sdkconfig_defaults: tuple[str, ...] = ()
+    pass_env: tuple[str, ...] = ()
+
+    @property
+    def own_files(self) -> tuple[str, ...]:
+        """Files only this target depends on (relative to the app dir)."""
+        return tuple(dict.fromkeys(self.files + self.sdkconfig_defaults))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RegistryConfig:
+    repository: str
+    """``host[:port]/path``."""
+    insecure: bool = False
+    ca_bundle: str | None = None
+    timeout: float = 10.0
+
+    @property
+    def host(self) -> str:
+        return self.repository.split("/", 1)[0]
+
+    @property
+    def path(self) -> str:
+        return self.repository.split("/", 1)[1]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StoreConfig:
+    url: str = "build/store"
+    """``s3://bucket/prefix`` or a directory (relative to the repository root)."""
+    endpoint_url: str | None = None
+    region: str | None = None
+    create_bucket: bool = False
+
+    @property
+    def is_s3(self) -> bool:
+        return self.url.startswith("s3://")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Release:
+    path: Path
+    """The ``targets.toml`` this was read from."""
+    project: Project
+    builder: Builder
+    targets: tuple[Target, ...]
+    registry: RegistryConfig | None = None
+    store: StoreConfig = field(default_factory=StoreConfig)
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+
+def load(path: Path) -> Release:
+    """Read and validate ``targets.toml``; raise :class:`ConfigError` listing every problem."""
+    try:
+        text = path.read_bytes().decode()
+    except FileNotFoundError:
+        raise ConfigError(
+            [f"{path}: not found; create it (see README.md) or run doit at the repository root"]
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 ({exc.reason}); save it as UTF-8"]) from None
+    return parse(text, path)
+
+
+def parse(text: str, path: Path) -> Release:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path.name}: invalid TOML: {exc}"]) from None
+    reader = _Reader(path)
+    release = reader.release(data)
+    if reader.problems or release is None:
+        raise ConfigError(reader.problems)
+    return release
+
+
+_T = TypeVar("_T")
+_MISSING: Final = object()
+
+
+class _Reader:
+    """Typed getters over the raw TOML that collect problems instead of stopping."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.problems: list[str] = []
+
+    def fail(self, key: str, message: str) -> None:
+        where = f"{self.path.name}: {key}: " if key else f"{self.path.name}: "
+        self.problems.append(where + message)
+
+    def table(self, data: Mapping[str, Any], key: str, where: str, allowed: tuple[str, ...]) -> \
+            dict[str, Any] | None:
+        value = data.get(key, _MISSING)
+        if value is _MISSING:
+            return None
+        path = f"{where}.{key}" if where else key
+        if not isinstance(value, dict):
+            self.fail(path, f"expected a table, got {_type_name(value)}")
+            return None
+        self.keys(value, path, allowed)
+        return value
+
+    def keys(self, data: Mapping[str, Any], where: str, allowed: tuple[str, ...]) -> None:
+        for key in data:
+            if key in allowed:
+                continue
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(allowed)}"
+            self.fail(f"{where}.{key}" if where else key, f"unknown key; {hint}")
+
+    def get(self, data: Mapping[str, Any], key: str, where: str, kind: type[_T],
+            default: _T | None = None, *, required: bool = False) -> _T | None:
+        value = data.get(key, _MISSING)
+        path = f"{where}.{key}" if where else key
+        if value is _MISSING:
+            if required:
+                self.fail(path, f"missing; add `{key} = ...` to [{where}]")
+            return default
+        # bool is an int in Python: keep the two apart
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                return cast("_T", float(value))
+            self.fail(path, f"expected {kind.__name__}, got {_type_name(value)}")
+            return default
+        return value
+
+    def strings(self, data: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+        value = self.get(data, key, where, list) or []
+        if not all(isinstance(item, str) for item in value):
+            self.fail(f"{where}.{key}", "expected a list of strings")
+            return ()
+        return tuple(value)
+
+    def env(self, data: Mapping[str, Any], where: str) -> tuple[tuple[str, str], ...]:
+        value = self.get(data, "env", where, dict) or {}
+        result = []
+        for name, item in sorted(value.items()):
+            if not _ENV_NAME.fullmatch(name):
+                self.fail(f"{where}.env.{name}", "not a valid environment variable name")
+            elif not isinstance(item, str):
+                self.fail(f"{where}.env.{name}", f"expected str, got {_type_name(item)}")
+            else:
+                result.append((name, item))
+        return tuple(result)
+
+    def relative_files(self, names: tuple[str, ...], where: str) -> None:
+        for name in names:
+            if not _is_relative_inside(name):
+                self.fail(where, f"'{name}' must be a relative path inside the app directory")
+
+    # -- sections -----------------------------------------------------------------
+
+    def release(self, data: dict[str, Any]) -> Release | None:
+        self.keys(data, "", ("project", "builder", "targets", "registry", "store"))
+        project = self.project(data)
+        builder = self.builder(data)
+        targets = self.targets(data, project)
+        registry = self.registry(data)
+        store = self.store(data)
+        if project is None or builder is None or self.problems:
+            return None
+        return Release(path=self.path, project=project, builder=builder, targets=targets,
+                       registry=registry, store=store)
+
+    def project(self, data: dict[str, Any]) -> Project | None:
+        table = self.table(data, "project", "", ("name", "app_type", "version", "app_dir",
+                                                  "source"))
+        if table is None:
+            self.fail("project", "missing; add a [project] table with name, app_type, version")
+            return None
+        name = self.get(table, "name", "project", str, required=True)
+        app_type = self.get(table, "app_type", "project", str, required=True)
+        version = self.get(table, "version", "project", str, required=True)
+        app_dir = self.get(table, "app_dir", "project", str, ".")
+        source = self.get(table, "source", "project", str)
+        if name is not None and not _PROJECT_NAME.fullmatch(name):
+            self.fail("project.name", f"'{name}' is not a safe path component; use letters, "
+                      "digits, '.', '_' and '-', starting with a letter or digit")
+        if app_type is not None and not _TAG_PART.fullmatch(app_type):
+            self.fail("project.app_type", f"'{app_type}' cannot be part of an OCI tag; use "
+                      "letters, digits, '.', '_' and '-', not starting with '.' or '-'")
+        if version is not None:
+            if not _TAG_PART.fullmatch(version):
+                self.fail("project.version", f"'{version}' cannot be part of an OCI tag; use "
+                          "letters, digits, '.', '_' and '-' (e.g. 1.4.0-rc.1)")
+            elif len(version.encode()) > MAX_VERSION_BYTES:
+                self.fail("project.version", f"'{version}' is {len(version.encode())} bytes; "
+                          f"esp_app_desc_t.version holds at most {MAX_VERSION_BYTES}")
+        app_path: PurePosixPath | None = None
+        if app_dir is not None:
+            if not _is_relative_inside(app_dir, allow_dot=True):
+                self.fail("project.app_dir", f"'{app_dir}' must be a relative path inside "
+                          "the repository")
+            else:
+                app_path = PurePosixPath(app_dir)
+                if not (self.path.parent / app_path).is_dir():
+                    self.fail("project.app_dir", f"directory '{app_dir}' does not exist; "
+                              "create it or fix the path (relative to the repository root)")
+        if name is None or app_type is None or version is None or app_path is None:
+            return None
+        return Project(name=name, app_type=app_type, version=version, app_dir=app_path,
+                       source=source)
+
+    def builder(self, data: dict[str, Any]) -> Builder | None:
+        table = self.table(data, "builder", "", ("kind", "command", "env", "sdkconfig_defaults",
+                                                  "toolchain", "pass_env"))
+        if table is None:
+            self.fail("builder", 'missing; add [builder] with kind = "idf" or kind = "command"')
+            return None
+        kind = self.get(table, "kind", "builder", str, required=True)
+        if kind is None:
+            return None
+        if kind not in get_args(BuilderKind):
+            self.fail("builder.kind", f"unknown builder '{kind}'; use \"idf\" or \"command\"")
+            return None
+        command = self.strings(table, "command", "builder")
+        if kind == "command":
+            if not command:
+                self.fail("builder.command", "missing; the command builder needs an argv list, "
+                          'e.g. ["python3", "build.py", "--build-dir", "{build_dir}"]')
+            for arg in command:
+                try:
+                    arg.format_map(dict.fromkeys(PLACEHOLDERS, ""))
+                except (KeyError, ValueError, IndexError) as exc:
+                    self.fail("builder.command", f"'{arg}': bad placeholder {exc}; known "
+                              f"placeholders: {', '.join('{' + p + '}' for p in PLACEHOLDERS)}")
+        elif len(command) > 1:
+            self.fail("builder.command", "the idf builder takes one program (the idf.py to run)")
+        sdkconfig_defaults = self.strings(table, "sdkconfig_defaults", "builder")
+        self.relative_files(sdkconfig_defaults, "builder.sdkconfig_defaults")
+        return Builder(
+            kind=cast("BuilderKind", kind),
+            command=command or ("idf.py",),
+            env=self.env(table, "builder"),
+            sdkconfig_defaults=sdkconfig_defaults,
+            toolchain=self.strings(table, "toolchain", "builder"),
+            pass_env=self.strings(table, "pass_env", "builder"),
+        )
+
+    def targets(self, data: dict[str, Any], project: Project | None) -> tuple[Target, ...]:
+        raw = data.get("targets", _MISSING)
+        if raw is _MISSING or raw == []:
+            self.fail("targets", 'missing; add at least one [[targets]] with name = "esp32c3"')
+            return ()
+        if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+            self.fail("targets", "expected an array of tables ([[targets]])")
+            return ()
+        targets: list[Target] = []
+        seen: dict[str, int] = {}
+        for index, item in enumerate(raw):
+            where = f"targets[{index}]"
+            self.keys(item, where, ("name", "chip", "env", "files", "sdkconfig_defaults",
+                                    "pass_env"))
+            name = self.get(item, "name", where, str, required=True)
+            if name is None:
+                continue
+            if not _TARGET_NAME.fullmatch(name) or ".." in name:
+                self.fail(f"{where}.name", f"'{name}' is not a safe path and tag component; "
+                          "use lower-case letters, digits, '.', '_' and '-' (e.g. esp32s3r8)")
+                continue
+            if name in seen:
+                self.fail(f"{where}.name", f"duplicate target '{name}' (also "
+                          f"targets[{seen[name]}]); give each target a unique name")
+                continue
+            seen[name] = index
+            chip = self.get(item, "chip", where, str) or _PSRAM_SUFFIX.sub("", name)
+            if chip not in KNOWN_CHIPS:
+                close = difflib.get_close_matches(chip, KNOWN_CHIPS, n=1)
+                hint = f"did you mean '{close[0]}'?" if close else "set chip = one of them"
+                key = f"{where}.chip" if "chip" in item else f"{where}.name"
+                self.fail(key, f"unknown chip '{chip}' (known: {', '.join(KNOWN_CHIPS)}); {hint}")
+                continue
+            if project is not None:
+                longest = len(f"{name}-{project.app_type}-{project.version}") + TAG_SUFFIX_MAX
+                if longest > MAX_TAG_LENGTH:
+                    self.fail(f"{where}.name", f"the tag "
+                              f"'{name}-{project.app_type}-{project.version}-<sha7>-dirty' can "
+                              f"reach {longest} characters, over the {MAX_TAG_LENGTH} OCI allows;"
+                              " shorten the target name, app_type or version")
+            files = self.strings(item, "files", where)
+            self.relative_files(files, f"{where}.files")
+            defaults = self.strings(item, "sdkconfig_defaults", where)
+            self.relative_files(defaults, f"{where}.sdkconfig_defaults")
+            targets.append(Target(name=name, chip=cast("Chip", chip), env=self.env(item, where),
+                                  files=files, sdkconfig_defaults=defaults,
+                                  pass_env=self.strings(item, "pass_env", where)))
+        return tuple(targets)
+
+    def registry(self, data: dict[str, Any]) -> RegistryConfig | None:
+        table = self.table(data, "registry", "", ("repository", "insecure", "ca_bundle",
+                                                   "timeout"))
+        if table is None:
+            return None
+        repository = self.get(table, "repository", "registry", str, required=True)
+        insecure = self.get(table, "insecure", "registry", bool, False)
+        ca_bundle = self.get(table, "ca_bundle", "registry", str)
+        timeout = self.get(table, "timeout", "registry", float, 10.0)
+        if repository is not None and not _REPOSITORY.fullmatch(repository):
+            self.fail("registry.repository", f"'{repository}' is not host[:port]/path with a "
+                      "lower-case path (e.g. harbor.example.com/cloud-iot/hello)")
+            return None
+        if timeout is not None and not 0 < timeout <= 300:
+            self.fail("registry.timeout", f"{timeout} is out of range; use 1 to 300 seconds")
+        if repository is None or insecure is None or timeout is None:
+            return None
+        return RegistryConfig(repository=repository, insecure=insecure, ca_bundle=ca_bundle,
+                              timeout=timeout)
+
+    def store(self, data: dict[str, Any]) -> StoreConfig:
+        table = self.table(data, "store", "", ("url", "endpoint_url", "region", "create_bucket"))
+        if table is None:
+            return StoreConfig()
+        url = self.get(table, "url", "store", str) or "build/store"
+        endpoint = self.get(table, "endpoint_url", "store", str)
+        region = self.get(table, "region", "store", str)
+        create = self.get(table, "create_bucket", "store", bool, False)
+        if url.startswith("s3://"):
+            bucket = url[5:].split("/", 1)[0]
+            if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+                self.fail("store.url", f"'{bucket}' is not a valid S3 bucket name (3 to 63 "
+                          "lower-case letters, digits, '.' and '-')")
+        elif "://" in url:
+            self.fail("store.url", f"'{url}': only s3:// URLs and local directories are "
+                      "supported")
+        if endpoint is not None and not endpoint.startswith(("http://", "https://")):
+            self.fail("store.endpoint_url", f"'{endpoint}' must start with http:// or https://")
+        return StoreConfig(url=url, endpoint_url=endpoint, region=region,
+                           create_bucket=bool(create))
+
+
+def _type_name(value: object) -> str:
+    return {dict: "table", list: "array", str: "str", bool: "bool", int: "int",
+            float: "float"}.get(type(value), type(value).__name__)
+
+
+def _is_relative_inside(name: str, *, allow_dot: bool = False) -> bool:
+    path = PurePosixPath(name)
+    if not name or path.is_absolute() or "\\" in name or ".." in path.parts:
+        return False
+    return allow_dot or path.parts != ()

@@ -1,0 +1,45 @@
+"""One exception family; :mod:`esp32tasks.reporting` turns it into one-line messages."""
+
+from __future__ import annotations
+
+__all__ = [
+    "BuildError",
+    "CommandFailed",
+    "ConfigError",
+    "Esp32TasksError",
+    "FirmwareError",
+    "GitError",
+    "PublishError",
+]
+
+
+class Esp32TasksError(Exception):
+    """Base class: the message is complete, actionable and safe to print (no secrets)."""
+
+
+class ConfigError(Esp32TasksError):
+    """``targets.toml`` is malformed or inconsistent; the message names file, key and fix."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class GitError(Esp32TasksError):
+    """The repository cannot tell us what we need (no git, no commit)."""
+
+
+class CommandFailed(Esp32TasksError):
+    """An external command could not be started or exited non-zero."""
+
+
+class BuildError(Esp32TasksError):
+    """A build ran but did not produce what its contract promises."""
+
+
+class FirmwareError(Esp32TasksError):
+    """An app image is corrupt or does not match its target."""
+
+
+class PublishError(Esp32TasksError):
+    """Writing to the OCI layout, a registry or a store failed."""

@@ -1,0 +1,113 @@
+"""The release matrix with every name decided: a pure function of config and git state.
+
+Actions never re-derive a path, tag or key; they read them from a :class:`Step`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from esp32tasks.config import Release, Target
+from esp32tasks.errors import ConfigError
+from esp32tasks.gitinfo import GitState
+
+__all__ = ["BUILD_DIR", "STATE_FILE", "Plan", "Step", "expand", "image_tag", "index_tag"]
+
+BUILD_DIR = PurePosixPath("build")
+RECEIPTS = BUILD_DIR / "receipts"
+OCI_DIR = BUILD_DIR / "oci"
+#: doit's dependency state (sqlite3), relative to the repository root.
+STATE_FILE = ".esp32tasks.sqlite3"
+
+
+def image_tag(target: str, app_type: str, version: str, git: GitState) -> str:
+    """``<target>-<app_type>-<version>-<sha7>``, with ``-dirty`` for uncommitted changes."""
+    tag = f"{target}-{app_type}-{version}-{git.short}"
+    return f"{tag}-dirty" if git.dirty else tag
+
+
+def index_tag(app_type: str, version: str) -> str:
+    return f"{app_type}-{version}"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Step:
+    """One target: where its build goes, what it depends on, and every name it publishes."""
+
+    target: Target
+    build_dir: PurePosixPath
+    log: PurePosixPath
+    sources: tuple[str, ...]
+    """Root-relative files the build depends on: the app's sources plus its own files."""
+    build_receipt: PurePosixPath
+    """All artifacts with size and SHA-256 (the upload's input)."""
+    app_receipt: PurePosixPath
+    """The app binary alone (the image's input), so other artifacts cannot re-pack it."""
+    image_receipt: PurePosixPath
+    upload_receipt: PurePosixPath
+    tag: str
+    store_prefix: str
+    """``<project>/<app_type>-<version>/<target>/artifacts/``."""
+
+    @property
+    def name(self) -> str:
+        return self.target.name
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Plan:
+    release: Release
+    git: GitState
+    steps: tuple[Step, ...]
+    oci_dir: PurePosixPath
+    index_tag: str
+    index_receipt: PurePosixPath
+    release_prefix: str
+    """``<project>/<app_type>-<version>/``: where the release manifest goes."""
+
+
+def expand(release: Release, git: GitState) -> Plan:
+    """Decide every name. Raises :class:`ConfigError` for per-target files that are missing."""
+    project = release.project
+    app_dir = project.app_dir
+    # A file some target claims belongs to the targets that claim it, and no other.
+    claimed = {_under(app_dir, f) for t in release.targets for f in t.own_files}
+    shared = tuple(f for f in git.files if f not in claimed)
+    release_prefix = f"{project.name}/{project.app_type}-{project.version}/"
+    steps = []
+    problems = []
+    for index, target in enumerate(release.targets):
+        own = tuple(_under(app_dir, f) for f in target.own_files)
+        for name, path in zip(target.own_files, own, strict=True):
+            if not (release.root / path).is_file():
+                problems.append(f"{release.path.name}: targets[{index}]: file '{name}' does "
+                                f"not exist in {app_dir}; create it or remove it from the list")
+        build_dir = BUILD_DIR / target.name
+        steps.append(Step(
+            target=target,
+            build_dir=build_dir,
+            log=build_dir / "build.log",
+            sources=tuple(sorted(set(shared) | set(own))),
+            build_receipt=RECEIPTS / f"build-{target.name}.json",
+            app_receipt=RECEIPTS / f"app-{target.name}.json",
+            image_receipt=RECEIPTS / f"image-{target.name}.json",
+            upload_receipt=RECEIPTS / f"upload-{target.name}.json",
+            tag=image_tag(target.name, project.app_type, project.version, git),
+            store_prefix=f"{release_prefix}{target.name}/artifacts/",
+        ))
+    if problems:
+        raise ConfigError(problems)
+    return Plan(
+        release=release,
+        git=git,
+        steps=tuple(steps),
+        oci_dir=OCI_DIR,
+        index_tag=index_tag(project.app_type, project.version),
+        index_receipt=RECEIPTS / "index.json",
+        release_prefix=release_prefix,
+    )
+
+
+def _under(app_dir: PurePosixPath, name: str) -> str:
+    return (app_dir / name).as_posix()

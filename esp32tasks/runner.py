@@ -1,0 +1,44 @@
+"""Every external command goes through :func:`run`: argv lists, no shell, one error type."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from esp32tasks.errors import CommandFailed
+
+__all__ = ["run", "tail"]
+
+TAIL_LINES = 20
+
+
+def run(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log: Path,
+        log_label: str) -> None:
+    """Run ``argv`` with stdout and stderr going to ``log``; raise :class:`CommandFailed`.
+
+    ``log_label`` is how messages name the log (e.g. ``build/esp32c3/build.log``).
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:
+        out.write(("$ " + " ".join(argv) + "\n").encode())
+        out.flush()
+        try:
+            code = subprocess.run(list(argv), cwd=cwd, env=dict(env), stdout=out,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                  check=False).returncode
+        except FileNotFoundError:
+            raise CommandFailed(
+                f"command not found: '{argv[0]}'; install it or fix the command "
+                "in targets.toml ([builder] command)") from None
+        except PermissionError:
+            raise CommandFailed(f"'{argv[0]}' is not executable; chmod +x it or fix "
+                                "the command in targets.toml ([builder] command)") from None
+    if code != 0:
+        raise CommandFailed(f"'{argv[0]}' exited with code {code}; last lines of "
+                            f"{log_label}:\n{tail(log)}")
+
+
+def tail(path: Path, lines: int = TAIL_LINES) -> str:
+    text = path.read_bytes().decode(errors="replace").rstrip("\n").splitlines()
+    return "\n".join("    " + line for line in text[-lines:])
