@@ -81,25 +81,36 @@ def build(release: Release, step: Step) -> None:
 def tag(release: Release, step: Step, oci_dir: str) -> None:
     """Package the app binary as the target's image in the layout, under the step's tag."""
     root = release.root
-    remove(root / step.image_receipt)
+    receipt_path = root / step.image_receipt
+    previous = read_json(receipt_path) if receipt_path.is_file() else None
+    remove(receipt_path)
     app = read_json(root / step.app_receipt)
+    firmware = {"name": app["name"], "sha256": app["sha256"], "size": app["size"]}
+    layout = oci.Layout(root / oci_dir)
+    if previous and previous.get("firmware") == firmware \
+            and layout.has_blob(previous["manifest"]["digest"]):
+        # Same firmware, new tag (a new commit): point the tag at the image we have.
+        manifest = oci.Blob(oci.MANIFEST_MEDIA_TYPE,
+                            layout.read_blob(previous["manifest"]["digest"]))
+        layout.tag(step.tag, manifest, slot=f"image:{step.name}")
+        write_json(receipt_path, {**previous, "tag": step.tag})
+        return
     path = root / app["path"]
     data = path.read_bytes()
     if oci.Blob("", data).digest != "sha256:" + app["sha256"]:
         raise PublishError(f"{app['path']} changed after its build; run `doit release` again")
     image = oci.firmware_image(target=step.name, app_name=app["name"], firmware=data,
                                annotations={"dev.esp32tasks.chip": step.target.chip})
-    layout = oci.Layout(root / oci_dir)
     for blob in (*image.blobs, image.manifest):
         layout.write_blob(blob)
     layout.tag(step.tag, image.manifest, slot=f"image:{step.name}")
-    write_json(root / step.image_receipt, {
+    write_json(receipt_path, {
         "target": step.name,
         "tag": step.tag,
         "manifest": image.manifest.descriptor(),
         "config": image.config.descriptor(),
         "layer": image.layer.descriptor(),
-        "firmware": {"name": app["name"], "sha256": app["sha256"], "size": app["size"]},
+        "firmware": firmware,
     })
 
 
