@@ -10,6 +10,11 @@ __all__ = [
     "FirmwareError",
     "GitError",
     "PublishError",
+    "RegistryAuthError",
+    "RegistryError",
+    "RegistryUnreachable",
+    "ReleaseRefused",
+    "VerifyFailed",
 ]
 
 
@@ -43,3 +48,23 @@ class FirmwareError(Esp32TasksError):
 
 class PublishError(Esp32TasksError):
     """Writing to the OCI layout, a registry or a store failed."""
+
+
+class RegistryError(PublishError):
+    """An OCI registry refused or failed a request (after bounded retries for 5xx)."""
+
+
+class RegistryUnreachable(RegistryError):
+    """No answer from the registry: connection refused, TLS failure or timeout."""
+
+
+class RegistryAuthError(RegistryError):
+    """The registry rejected our credentials (or we have none and it wants some)."""
+
+
+class ReleaseRefused(PublishError):
+    """A push that would break release safety: a dirty tree, or moving a released tag."""
+
+
+class VerifyFailed(PublishError):
+    """What the registry serves differs from the local receipts (a per-target report)."""
