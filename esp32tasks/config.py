@@ -114,6 +114,10 @@ class RegistryConfig:
     insecure: bool = False
     ca_bundle: str | None = None
     timeout: float = 10.0
+    allow_dirty: bool = False
+    """Push images of an uncommitted tree (tags end in ``-dirty``)."""
+    force: bool = False
+    """Overwrite a released tag that points at other content (released versions are immutable)."""
 
     @property
     def host(self) -> str:
@@ -392,13 +396,15 @@ class _Reader:
 
     def registry(self, data: dict[str, Any]) -> RegistryConfig | None:
         table = self.table(data, "registry", "", ("repository", "insecure", "ca_bundle",
-                                                   "timeout"))
+                                                   "timeout", "allow_dirty", "force"))
         if table is None:
             return None
         repository = self.get(table, "repository", "registry", str, required=True)
         insecure = self.get(table, "insecure", "registry", bool, False)
         ca_bundle = self.get(table, "ca_bundle", "registry", str)
         timeout = self.get(table, "timeout", "registry", float, 10.0)
+        allow_dirty = bool(self.get(table, "allow_dirty", "registry", bool, False))
+        force = bool(self.get(table, "force", "registry", bool, False))
         if repository is not None and not _REPOSITORY.fullmatch(repository):
             self.fail("registry.repository", f"'{repository}' is not host[:port]/path with a "
                       "lower-case path (e.g. harbor.example.com/cloud-iot/hello)")
@@ -408,7 +414,7 @@ class _Reader:
         if repository is None or insecure is None or timeout is None:
             return None
         return RegistryConfig(repository=repository, insecure=insecure, ca_bundle=ca_bundle,
-                              timeout=timeout)
+                              timeout=timeout, allow_dirty=allow_dirty, force=force)
 
     def store(self, data: dict[str, Any]) -> StoreConfig:
         table = self.table(data, "store", "", ("url", "endpoint_url", "region", "create_bucket"))

@@ -17,15 +17,19 @@ from doit.tools import config_changed
 
 from esp32tasks import actions, builders, config, gitinfo, plan
 from esp32tasks.errors import Esp32TasksError
+from esp32tasks.pushtasks import release_deps, task_push, task_push_index, task_verify
 from esp32tasks.reporting import Reporter, fail
 
 __all__ = [
     "DOIT_CONFIG",
     "task_build",
     "task_index",
+    "task_push",
+    "task_push_index",
     "task_release",
     "task_tag",
     "task_upload",
+    "task_verify",
 ]
 
 CONFIG_FILE = "targets.toml"
@@ -152,5 +156,5 @@ def task_release() -> Task:
     return {
         "doc": task_release.__doc__,
         "actions": None,
-        "task_dep": ["index", *(f"upload:{s.name}" for s in p.steps)],
+        "task_dep": ["index", *(f"upload:{s.name}" for s in p.steps), *release_deps()],
     }

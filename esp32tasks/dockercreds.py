@@ -1,0 +1,168 @@
+"""Registry credentials: our environment variables, else the docker config, read-only.
+
+The lookup follows the docker CLI: ``$DOCKER_CONFIG/config.json`` (else
+``~/.docker/config.json``); ``credHelpers[<host>]`` wins, else ``credsStore``, else the
+``auths`` entry (base64 ``user:password`` in ``auth``, or ``username``/``password``).
+Helpers are run as ``docker-credential-<name> get`` with the host on stdin, as docker does.
+Nothing here writes a file, logs a secret, or puts one in an exception message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from esp32tasks.errors import ConfigError, RegistryAuthError
+
+__all__ = ["ENV_PASSWORD", "ENV_USER", "Credentials", "config_path", "lookup"]
+
+ENV_USER: Final = "ESP32TASKS_REGISTRY_USER"
+ENV_PASSWORD: Final = "ESP32TASKS_REGISTRY_PASSWORD"  # noqa: S105  # a variable's name
+HELPER_TIMEOUT: Final = 30.0
+#: What credential helpers print when they hold nothing for the host (docker-credential-helpers).
+_NOT_FOUND: Final = "credentials not found in native keychain"
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    username: str
+    password: str = field(repr=False)
+    source: str
+    """Where they came from, for messages (never the secret itself)."""
+
+    def basic(self) -> str:
+        """The ``Authorization`` header value."""
+        token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+        return f"Basic {token}"
+
+
+def config_path(environ: Mapping[str, str]) -> Path:
+    if environ.get("DOCKER_CONFIG"):
+        return Path(environ["DOCKER_CONFIG"]) / "config.json"
+    home = environ.get("HOME") or str(Path.home())
+    return Path(home) / ".docker" / "config.json"
+
+
+def lookup(host: str, environ: Mapping[str, str] | None = None) -> Credentials | None:
+    """Credentials for ``host`` (``name[:port]``), or None for anonymous access."""
+    env = os.environ if environ is None else environ
+    user, password = env.get(ENV_USER), env.get(ENV_PASSWORD)
+    if user or password:
+        if not (user and password):
+            missing = ENV_PASSWORD if user else ENV_USER
+            raise ConfigError([f"{missing} is not set; set both {ENV_USER} and "
+                               f"{ENV_PASSWORD}, or neither to use the docker config"])
+        return Credentials(user, password, f"{ENV_USER}/{ENV_PASSWORD}")
+    path = config_path(env)
+    config = _read_config(path)
+    if config is None:
+        return None
+    helper = _helper_for(config, host, path)
+    if helper is not None:
+        return _from_helper(helper, host, env)
+    return _from_auths(config, host, path)
+
+
+def _read_config(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ConfigError([f"{path}: cannot read the docker config ({type(exc).__name__}); "
+                           "fix the file or set DOCKER_CONFIG to another directory"]) from None
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}: expected a JSON object"])
+    return data
+
+
+def _helper_for(config: dict[str, Any], host: str, path: Path) -> str | None:
+    helpers = config.get("credHelpers") or {}
+    if not isinstance(helpers, dict):
+        raise ConfigError([f"{path}: credHelpers: expected an object"])
+    for key, name in helpers.items():
+        if _hostname(key) == host and isinstance(name, str) and name:
+            return name
+    store = config.get("credsStore")
+    return store if isinstance(store, str) and store else None
+
+
+def _from_helper(name: str, host: str, env: Mapping[str, str]) -> Credentials | None:
+    program = f"docker-credential-{name}"
+    try:
+        proc = subprocess.run([program, "get"], input=host.encode(), capture_output=True,
+                              env=dict(env), timeout=HELPER_TIMEOUT, check=False)
+    except FileNotFoundError:
+        raise RegistryAuthError(f"credential helper '{program}' (from the docker config) is "
+                                "not on PATH; install it or remove it from the docker config") \
+            from None
+    except subprocess.TimeoutExpired:
+        raise RegistryAuthError(f"credential helper '{program}' did not answer within "
+                                f"{HELPER_TIMEOUT:.0f} s (is it waiting for a keyring unlock?)") \
+            from None
+    if proc.returncode != 0:
+        said = (proc.stdout or proc.stderr).decode(errors="replace").strip()
+        if _NOT_FOUND in said:
+            return None
+        first = said.splitlines()[0][:200] if said else f"exit code {proc.returncode}"
+        raise RegistryAuthError(f"credential helper '{program}' failed for {host}: {first}")
+    try:
+        payload = json.loads(proc.stdout)
+        username, secret = payload["Username"], payload["Secret"]
+    except (ValueError, KeyError, TypeError):
+        raise RegistryAuthError(f"credential helper '{program}' printed no Username/Secret "
+                                f"JSON for {host}") from None
+    if not isinstance(username, str) or not isinstance(secret, str):
+        raise RegistryAuthError(f"credential helper '{program}' printed no Username/Secret "
+                                f"JSON for {host}")
+    if username == "<token>":
+        raise RegistryAuthError(f"credential helper '{program}' holds an identity token for "
+                                f"{host}; esp32tasks needs a user and password (or set "
+                                f"{ENV_USER}/{ENV_PASSWORD})")
+    if not username and not secret:
+        return None
+    return Credentials(username, secret, program)
+
+
+def _from_auths(config: dict[str, Any], host: str, path: Path) -> Credentials | None:
+    auths = config.get("auths") or {}
+    if not isinstance(auths, dict):
+        raise ConfigError([f"{path}: auths: expected an object"])
+    # docker tries the exact key first, then any key whose hostname matches
+    entry: Any = auths.get(host)
+    if entry is None:
+        entry = next((v for k, v in auths.items() if _hostname(k) == host), None)
+    if not isinstance(entry, dict):
+        return None
+    where = f"docker config {path} auths['{host}']"
+    if entry.get("auth"):
+        try:
+            decoded = base64.b64decode(str(entry["auth"]), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise ConfigError([f"{path}: auths['{host}'].auth is not base64 of "
+                               "user:password; run `docker login` again"]) from None
+        username, sep, password = decoded.partition(":")
+        if not sep or not username:
+            raise ConfigError([f"{path}: auths['{host}'].auth is not base64 of "
+                               "user:password; run `docker login` again"])
+        return Credentials(username, password, where)
+    user, secret = entry.get("username"), entry.get("password")
+    if isinstance(user, str) and isinstance(secret, str) and user:
+        return Credentials(user, secret, where)
+    return None
+
+
+def _hostname(key: str) -> str:
+    """docker's ``ConvertToHostname``: ``https://host:5000/v1/`` to ``host:5000``."""
+    for scheme in ("http://", "https://"):
+        if key.startswith(scheme):
+            key = key[len(scheme):]
+            break
+    return key.split("/", 1)[0]

@@ -1,0 +1,137 @@
+"""oras-py's :class:`~oras.provider.Registry` with our timeout, retry and auth policy.
+
+oras-py stays the HTTP and blob layer (``upload_blob``: HEAD, then POST and PUT), but
+every request goes through :meth:`Transport.do_request`, which replaces oras-py's own:
+
+- a timeout on every request (oras-py sets none: a hung registry hangs it forever);
+- bounded retries: 429/5xx back off 1, 2 and 4 s, refused connections 0.5 and 1 s, with a
+  total budget under 30 s (oras-py's decorator sleeps 3+5+11+29+83 s on any error);
+- preemptive basic auth: the ``Authorization`` header goes with the first request (oras-py's
+  basic backend sends each request without it, takes the 401 and sends it again, body
+  included); a 401 or 403 is an immediate :class:`RegistryAuthError`, never retried.
+
+Imported only inside actions that talk to a registry: importing oras-py and requests costs
+more than a whole no-op doit run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import oras.provider
+import requests
+
+from esp32tasks.errors import RegistryAuthError, RegistryError, RegistryUnreachable
+
+__all__ = ["RETRY_BUDGET", "Transport"]
+
+RETRY_STATUS: Final = frozenset({429, 500, 502, 503, 504})
+STATUS_BACKOFF: Final = (1.0, 2.0, 4.0)
+CONNECT_BACKOFF: Final = (0.5, 1.0)
+#: No retry starts once this much time has gone by since the first attempt.
+RETRY_BUDGET: Final = 20.0
+USER_AGENT: Final = "esp32tasks (oras-py)"
+
+
+class Transport(oras.provider.Registry):  # type: ignore[misc]  # oras-py ships no type hints
+    def __init__(self, *, host: str, insecure: bool, verify: bool | str, timeout: float,
+                 authorization: str | None, what_to_check: str,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        super().__init__(hostname=host, insecure=insecure, tls_verify=verify,
+                         auth_backend="basic")
+        self.session.trust_env = False  # no ~/.netrc credentials, no proxy for loopback
+        self.timeout = timeout
+        self.what_to_check = what_to_check
+        self.sleep = sleep
+        self.fixed_headers = {"User-Agent": USER_AGENT}
+        if authorization is not None:
+            self.fixed_headers["Authorization"] = authorization
+        self.requests_sent = 0
+
+    def do_request(self, url: str, method: str = "GET", *, data: Any = None,
+                   headers: dict[str, str] | None = None, json: Any = None,
+                   stream: bool = False) -> requests.Response:
+        headers = {**(headers or {}), **self.fixed_headers}
+        started = time.monotonic()
+        status_retries = connect_retries = 0
+        while True:
+            try:
+                self.requests_sent += 1
+                response: requests.Response = self.session.request(
+                    method, url, data=data, json=json, headers=headers, stream=stream,
+                    verify=self._tls_verify, timeout=(self.timeout, self.timeout))
+            except requests.exceptions.SSLError as exc:
+                raise RegistryUnreachable(
+                    f"TLS with registry {self.hostname} failed ({_reason(exc)}); check "
+                    "[registry] ca_bundle (the CA that signed its certificate), or set "
+                    "insecure = true for a plain-HTTP registry") from None
+            except requests.exceptions.Timeout:
+                raise RegistryUnreachable(
+                    f"registry {self.hostname} did not answer {method} {_path(url)} within "
+                    f"{self.timeout:g} s; check {self.what_to_check} is up and reachable "
+                    "(or raise [registry] timeout)") from None
+            except requests.exceptions.ConnectionError as exc:
+                elapsed = time.monotonic() - started
+                if connect_retries < len(CONNECT_BACKOFF) and elapsed < RETRY_BUDGET:
+                    self.sleep(CONNECT_BACKOFF[connect_retries])
+                    connect_retries += 1
+                    continue
+                raise RegistryUnreachable(
+                    f"cannot connect to registry {self.hostname} over {self.prefix} "
+                    f"({_reason(exc)}); check {self.what_to_check} is running and "
+                    "listening there, and that the scheme is right (insecure = true for "
+                    "plain HTTP)") from None
+            status = response.status_code
+            if status in (401, 403):
+                raise RegistryAuthError(self._auth_message(status, method, url))
+            if status in RETRY_STATUS:
+                delay = _retry_after(response, STATUS_BACKOFF, status_retries)
+                elapsed = time.monotonic() - started
+                if status_retries < len(STATUS_BACKOFF) and elapsed + delay < RETRY_BUDGET:
+                    response.close()
+                    self.sleep(delay)
+                    status_retries += 1
+                    continue
+                raise RegistryError(
+                    f"registry {self.hostname} answered {status} {response.reason} to "
+                    f"{method} {_path(url)} {status_retries + 1} times over "
+                    f"{time.monotonic() - started:.1f} s; it is overloaded or broken: try "
+                    "again later or ask its operators")
+            return response
+
+    def _auth_message(self, status: int, method: str, url: str) -> str:
+        if "Authorization" not in self.fixed_headers:
+            return (f"registry {self.hostname} wants credentials ({status} to {method} "
+                    f"{_path(url)}); set ESP32TASKS_REGISTRY_USER and "
+                    "ESP32TASKS_REGISTRY_PASSWORD, or `docker login` it")
+        if status == 403:
+            return (f"registry {self.hostname} denied {method} {_path(url)} (403): the "
+                    "credentials are valid but may not push to this repository")
+        return (f"authentication failed for registry {self.hostname} (401 to {method} "
+                f"{_path(url)}); check the user and password")
+
+
+def _retry_after(response: requests.Response, backoff: tuple[float, ...], index: int) -> float:
+    default = backoff[min(index, len(backoff) - 1)]
+    value = response.headers.get("Retry-After", "")
+    if value.isdigit():
+        return min(float(value), max(backoff))
+    return default
+
+
+def _path(url: str) -> str:
+    """The URL's path without the query (upload session state stays out of messages)."""
+    return urlsplit(url).path
+
+
+def _reason(exc: BaseException) -> str:
+    """A short cause, free of URLs (upload session URLs carry state in their query)."""
+    text = str(exc)
+    for marker in ("Connection refused", "Name or service not known", "certificate verify "
+                   "failed", "No route to host", "Connection reset", "wrong version number"):
+        if marker in text:
+            return marker
+    return type(exc).__name__

@@ -1,0 +1,115 @@
+"""``doit verify``: resolve the released index the way esp32-flashjob does, and compare.
+
+For each target: the index tag, then the child whose descriptor's platform is
+``custom``/``<target>``, then its manifest, config and layer; the first regular file
+whose path contains "firmware" must be the app binary the local receipts name. Also
+checks the per-target tag. Any difference fails the task with a per-target report.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import tarfile
+from typing import Any
+
+from esp32tasks.actions import reported
+from esp32tasks.config import RegistryConfig
+from esp32tasks.errors import PublishError, VerifyFailed
+from esp32tasks.plan import Plan
+from esp32tasks.receipts import read_json
+from esp32tasks.registry import Client
+
+__all__ = ["check_target", "firmware_in_layer", "verify"]
+
+
+def firmware_in_layer(layer: bytes) -> tuple[str, bytes] | None:
+    """The first regular file whose path contains "firmware" (what the consumer flashes)."""
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(layer)), mode="r:") as tar:
+        for member in tar:
+            if member.isfile() and "firmware" in member.name:
+                extracted = tar.extractfile(member)
+                if extracted is None:
+                    return None
+                return member.name, extracted.read()
+    return None
+
+
+def check_target(client: Client, index: dict[str, Any], target: str,
+                 image: dict[str, Any]) -> list[str]:
+    """Problems for one target (empty when the registry serves exactly our image)."""
+    matches = [d for d in index.get("manifests", [])
+               if d.get("platform", {}).get("os") == "custom"
+               and d.get("platform", {}).get("architecture") == target]
+    if not matches:
+        return ["the index has no child for platform custom/" + target]
+    problems = []
+    child = matches[0]
+    ours = image["manifest"]["digest"]
+    if child["digest"] != ours:
+        problems.append(f"the index points at {child['digest']}, the local image is {ours}")
+    tagged = client.manifest_digest(image["tag"])
+    if tagged is None:
+        problems.append(f"tag {image['tag']} is missing")
+    elif tagged != ours:
+        problems.append(f"tag {image['tag']} points at {tagged}, the local image is {ours}")
+    _, data = client.get_manifest(child["digest"])
+    manifest = json.loads(data)
+    layers = manifest.get("layers") or []
+    if manifest.get("config", {}).get("digest") != image["config"]["digest"]:
+        problems.append(f"config is {manifest.get('config', {}).get('digest')}, the local "
+                        f"one is {image['config']['digest']}")
+    if len(layers) != 1:
+        return [*problems, f"the image has {len(layers)} layers, expected 1"]
+    blob = client.get_blob(layers[0]["digest"])
+    if "sha256:" + hashlib.sha256(blob).hexdigest() != layers[0]["digest"]:
+        return [*problems, f"layer {layers[0]['digest']} does not match its digest"]
+    try:
+        found = firmware_in_layer(blob)
+    except (OSError, tarfile.TarError, EOFError) as exc:
+        return [*problems, f"layer {layers[0]['digest']} is not a gzip tar ({exc})"]
+    expected = image["firmware"]
+    if found is None:
+        problems.append("the layer holds no file whose path contains 'firmware'")
+    else:
+        name, firmware = found
+        if name != f"firmware/{expected['name']}":
+            problems.append(f"the consumer would flash {name}, not firmware/{expected['name']}")
+        if hashlib.sha256(firmware).hexdigest() != expected["sha256"]:
+            problems.append(f"{name} differs from the local {expected['name']} "
+                            f"(sha256 {hashlib.sha256(firmware).hexdigest()[:12]}…, "
+                            f"local {expected['sha256'][:12]}…)")
+    return problems
+
+
+@reported
+def verify(plan: Plan, config: RegistryConfig) -> None:
+    root = plan.release.root
+    receipt = read_json(root / plan.index_receipt)
+    client = Client(config, root, os.environ)
+    where = f"{config.repository}:{receipt['tag']}"
+    report: list[str] = []
+    index_digest = client.manifest_digest(receipt["tag"])
+    if index_digest is None:
+        raise VerifyFailed(f"{where} does not exist; run `doit release` to push it")
+    if index_digest != receipt["index"]["digest"]:
+        report.append(f"index: {where} is {index_digest}, the local index is "
+                      f"{receipt['index']['digest']}")
+    _, data = client.get_manifest(index_digest)
+    index = json.loads(data)
+    failed = bool(report)
+    for step in plan.steps:
+        image = read_json(root / step.image_receipt)
+        try:
+            problems = check_target(client, index, step.name, image)
+        except PublishError as exc:
+            problems = [str(exc)]
+        failed = failed or bool(problems)
+        report.append(f"{step.name}: " + ("ok" if not problems else "; ".join(problems)))
+    if failed:
+        raise VerifyFailed(f"{where} differs from this build:\n" + "\n".join(
+            "  " + line for line in report))
+    print(f"{where}: " + ", ".join(f"{s.name} ok" for s in plan.steps))
