@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,7 +106,7 @@ def copy_example(dest: Path) -> None:
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Iterator[Repo]:
+def repo(tmp_path: Path) -> Repo:
     """A fresh git repository with the bundled example committed, as a user would have."""
     path = tmp_path / "firmware"
     path.mkdir()
@@ -116,4 +115,4 @@ def repo(tmp_path: Path) -> Iterator[Repo]:
     r = Repo(path)
     r.git("init", "-q", "-b", "main")
     r.commit("example firmware")
-    yield r
+    return r

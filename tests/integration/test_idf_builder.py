@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -78,7 +79,7 @@ def idf_repo(repo: Repo, tmp_path: Path) -> Repo:
     return repo
 
 
-def calls(repo: Repo) -> list[dict[str, object]]:
+def calls(repo: Repo) -> list[dict[str, Any]]:
     log = Path(repo.env["IDF_STANDIN_LOG"])
     if not log.exists():
         return []
@@ -90,13 +91,13 @@ def test_idf_builder_arguments_and_outputs(idf_repo: Repo) -> None:
     assert sorted(t for t in run.executed if t.startswith("build:")) == \
         ["build:esp32c3", "build:esp32c6"]
     root = idf_repo.path
-    by_target = {c["argv"][c["argv"].index("-B") + 1]: c for c in calls(idf_repo)}  # type: ignore[union-attr,index]
+    by_target = {c["argv"][c["argv"].index("-B") + 1]: c for c in calls(idf_repo)}
     c3 = by_target[str(root / "build/esp32c3")]
     assert c3["argv"] == ["-B", str(root / "build/esp32c3"), "-DIDF_TARGET=esp32c3",
                           f"-DSDKCONFIG={root / 'build/esp32c3'}/sdkconfig",
                           "-DSDKCONFIG_DEFAULTS=sdkconfig.defaults", "build"]
     c6 = by_target[str(root / "build/esp32c6")]
-    assert "-DSDKCONFIG_DEFAULTS=sdkconfig.defaults;sdkconfig.defaults.esp32c6" in c6["argv"]  # type: ignore[operator]
+    assert "-DSDKCONFIG_DEFAULTS=sdkconfig.defaults;sdkconfig.defaults.esp32c6" in c6["argv"]
     assert c3["cwd"] == str(root / "examples/hello")
     assert c3["version"] == "2.0.0"
     # outputs found through the contract files, although IDF's paths are absolute
