@@ -27,17 +27,22 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-__all__ = ["FlakyProxy", "HungServer", "RegistryServer", "Request", "make_ca"]
+if TYPE_CHECKING:
+    from tests.conftest import Repo
+
+__all__ = ["FlakyProxy", "HungServer", "RegistryServer", "Request", "configure", "free_port",
+           "make_ca"]
 
 USER = "ci-robot"
-PASSWORD = "s3cret-Pa55word-for-tests"  # noqa: S105  # a test fixture's own password
+PASSWORD = "s3cret-Pa55word-for-tests"  # a test fixture's own password
 START_TIMEOUT = 20.0
 _LISTENING = re.compile(r'listening on 127\.0\.0\.1:(\d+)')
 # gorilla's combined log: 127.0.0.1 - - [date] "GET /v2/ HTTP/1.1" 200 2 "" "agent"
@@ -343,6 +348,8 @@ class FlakyProxy:
         self.fail = 0
         self.failed = 0
         self.lock = threading.Lock()
+        #: Called with (method, path) before a request is forwarded (e.g. to kill upstream).
+        self.on_request: Callable[[str, str], None] | None = None
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -367,12 +374,19 @@ class FlakyProxy:
                     self.end_headers()
                     self.wfile.write(payload)
                     return
+                if proxy.on_request is not None:
+                    proxy.on_request(self.command, self.path)
                 connection = http.client.HTTPConnection("127.0.0.1", upstream.port, timeout=30)
                 headers = {k: v for k, v in self.headers.items()
                            if k.lower() not in ("connection", "content-length")}
-                connection.request(self.command, self.path, body=body, headers=headers)
-                response = connection.getresponse()
-                data = response.read()
+                try:
+                    connection.request(self.command, self.path, body=body, headers=headers)
+                    response = connection.getresponse()
+                    data = response.read()
+                except OSError:
+                    # upstream is gone: hang up without an answer, as a dead server would
+                    self.close_connection = True
+                    return
                 self.send_response(response.status)
                 for key, value in response.getheaders():
                     if key.lower() not in ("connection", "transfer-encoding", "content-length"):
@@ -455,3 +469,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+
+
+def configure(repo: Repo, server: RegistryServer | HungServer | FlakyProxy | str,
+              path: str = "cloud-iot/hello", **keys: object) -> str:
+    """Add ``[registry]`` for ``server`` to the repo's targets.toml and commit it.
+
+    Plain-HTTP servers get ``insecure = true`` unless ``keys`` says otherwise. Returns the
+    repository (``host:port/path``).
+    """
+    host = server if isinstance(server, str) else server.host
+    repository = f"{host}/{path}"
+    tls = isinstance(server, RegistryServer) and server.tls
+    settings: dict[str, object] = {"repository": repository}
+    if not tls:
+        settings["insecure"] = True
+    settings.update(keys)
+    lines = ["", "[registry]"] + [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
+    text = repo.read("targets.toml")
+    assert "[registry]" not in text
+    repo.write("targets.toml", text + "\n".join(lines) + "\n")
+    repo.commit("release to the test registry")
+    return repository

@@ -1,0 +1,192 @@
+"""`doit release` with a registry: what goes on the wire, counted from the access log."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from tests.conftest import Repo
+from tests.servers.registry import RegistryServer, Request, configure, free_port
+
+pytestmark = pytest.mark.integration
+
+TARGETS = ("esp32c3", "esp32c6", "esp32h2")
+APP = "examples/hello"
+INDEX_TAG = "hello-1.0.0"
+PATH = "cloud-iot/hello"
+
+
+def receipt(repo: Repo, name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(repo.read(f"build/receipts/{name}.json"))
+    return data
+
+
+def summary(requests: list[Request]) -> Counter[str]:
+    """``METHOD kind status`` counts, e.g. ``PUT manifest 201``."""
+    return Counter(f"{r.method} {r.kind} {r.status}" for r in requests)
+
+
+def blob_puts(requests: list[Request]) -> set[str]:
+    """Digests of blobs uploaded (the ``digest=`` of each upload-session PUT)."""
+    return {r.path.split("digest=")[1].replace("%3A", ":")
+            for r in requests if r.method == "PUT" and r.kind == "upload"}
+
+
+def full_image(status_tag: int = 404) -> Counter[str]:
+    """A new image: tag and manifest checks, two blobs checked and sent, the manifest PUT."""
+    return Counter([f"HEAD manifest {status_tag}", "HEAD manifest 404",
+                    "HEAD blob 404", "POST upload 202", "PUT upload 201",
+                    "HEAD blob 404", "POST upload 202", "PUT upload 201",
+                    "PUT manifest 201"])
+
+
+def test_release_pushes_everything_then_a_noop_sends_nothing(
+        repo: Repo, registry: RegistryServer) -> None:
+    configure(repo, registry)
+    first = repo.doit("release")
+    assert {f"push:{t}" for t in TARGETS} | {"push-index"} <= set(first.executed)
+    sent = registry.requests()
+    expected = Counter[str]()
+    for _ in TARGETS:
+        expected += full_image()
+    expected += Counter({"HEAD manifest 404": 1, "PUT manifest 201": 1})  # the index
+    assert summary(sent) == expected, "\n".join(map(str, sent))
+    assert blob_puts(sent) == {receipt(repo, f"image-{t}")[kind]["digest"]
+                               for t in TARGETS for kind in ("layer", "config")}
+    # the order the registry needs: each target's blobs before its manifest, index last
+    assert sent[-1].path == f"/v2/{PATH}/manifests/{INDEX_TAG}"
+    for target in TARGETS:
+        tag = receipt(repo, f"image-{target}")["tag"]
+        put = next(i for i, r in enumerate(sent) if r.method == "PUT"
+                   and r.path.endswith(f"/manifests/{tag}"))
+        image = receipt(repo, f"image-{target}")
+        for kind in ("layer", "config"):
+            digest = image[kind]["digest"]
+            assert any(r.method == "PUT" and digest.replace(":", "%3A") in r.path
+                       for r in sent[:put])
+    assert receipt(repo, "push-index") == {
+        "repository": f"{registry.host}/{PATH}", "tag": INDEX_TAG,
+        "digest": receipt(repo, "index")["index"]["digest"],
+        "targets": receipt(repo, "index")["targets"]}
+    digest, _ = registry.manifest(PATH, INDEX_TAG)
+    assert digest == receipt(repo, "index")["index"]["digest"]
+
+    # nothing changed: no action runs, and not one request reaches the registry
+    assert repo.doit("release").executed == []
+    assert registry.requests() == sent
+    # so a release succeeds with the registry down
+    registry.stop()
+    noop = repo.doit("release")
+    assert noop.executed == []
+    assert noop.code == 0
+
+
+def test_one_target_change_sends_that_target_and_retags_the_others(
+        repo: Repo, registry: RegistryServer) -> None:
+    configure(repo, registry)
+    repo.doit("release")
+    before = len(registry.requests())
+    old_index = receipt(repo, "index")["index"]["digest"]
+    repo.edit(f"{APP}/sdkconfig.defaults.esp32c6", '"Hello from', '"Hello again from')
+    repo.commit("esp32c6 greets differently")
+
+    # the index tag is a released version: moving it needs an explicit force
+    refused = repo.doit("release", check=False)
+    assert refused.code != 0
+    assert f"error: push-index: {registry.host}/{PATH}:{INDEX_TAG} already points at " \
+        f"{old_index} (released from commit " in refused.stderr
+    assert "released versions are immutable" in refused.stderr
+    assert "ESP32TASKS_FORCE=1" in refused.stderr
+    assert "Traceback" not in refused.output
+    assert registry.manifest(PATH, INDEX_TAG)[0] == old_index  # not overwritten
+    first = registry.requests()[before:]
+
+    repo.env["ESP32TASKS_FORCE"] = "1"
+    forced = repo.doit("release")
+    assert forced.executed == ["push-index"]  # the images went out in the refused run
+    sent = registry.requests()[before:]
+    second = sent[len(first):]
+
+    changed = receipt(repo, "image-esp32c6")
+    expected = full_image()
+    for _ in ("esp32c3", "esp32h2"):  # re-tag: the manifest is there, so no blob is checked
+        expected += Counter({"HEAD manifest 404": 1, "HEAD manifest 200": 1,
+                             "PUT manifest 201": 1})
+    # refused run: HEAD of the index tag, then one GET to name the commit it came from
+    expected += Counter({"HEAD manifest 200": 1, "GET manifest 200": 1})
+    assert summary(first) == expected, "\n".join(map(str, first))
+    assert blob_puts(first) == {changed["layer"]["digest"], changed["config"]["digest"]}
+    # forced run: HEAD the index tag and PUT the new index, nothing else
+    assert summary(second) == Counter({"HEAD manifest 200": 1, "PUT manifest 201": 1})
+    assert registry.manifest(PATH, INDEX_TAG)[0] == receipt(repo, "index")["index"]["digest"]
+    print(f"\none-target change: {len(first)} requests for the images, "
+          f"{len(second)} for the forced index")
+
+
+def test_dirty_tree_is_refused_unless_allowed(repo: Repo, registry: RegistryServer) -> None:
+    configure(repo, registry)
+    repo.write(f"{APP}/notes.txt", "uncommitted\n")
+    refused = repo.doit("release", check=False)
+    assert refused.code != 0
+    assert "refusing to push esp32c3's image from a working tree with uncommitted " \
+        "changes" in refused.stderr
+    assert "ESP32TASKS_ALLOW_DIRTY=1" in refused.stderr
+    assert registry.requests() == []  # refused before any request
+    assert not (repo.path / "build/receipts/push-esp32c3.json").exists()
+
+    repo.env["ESP32TASKS_ALLOW_DIRTY"] = "1"
+    repo.doit("release")
+    sha7 = repo.git("rev-parse", "--short=7", "HEAD")
+    digest, _ = registry.manifest(PATH, f"esp32c3-hello-1.0.0-{sha7}-dirty")
+    assert digest == receipt(repo, "image-esp32c3")["manifest"]["digest"]
+
+
+def test_allow_dirty_in_config(repo: Repo, registry: RegistryServer) -> None:
+    configure(repo, registry, allow_dirty=True)
+    repo.write(f"{APP}/notes.txt", "uncommitted\n")
+    run = repo.doit("release")
+    assert "push-index" in run.executed
+
+
+def test_env_registry_overrides_the_file(repo: Repo, registry: RegistryServer) -> None:
+    # the file names a registry that is down; CI points the release elsewhere
+    configure(repo, f"127.0.0.1:{free_port()}", path="nowhere/hello")
+    repo.env["ESP32TASKS_REGISTRY"] = f"{registry.host}/ci/hello"
+    repo.doit("release")
+    assert registry.manifest("ci/hello", INDEX_TAG)[0] == \
+        receipt(repo, "index")["index"]["digest"]
+    assert receipt(repo, "push-index")["repository"] == f"{registry.host}/ci/hello"
+
+
+def test_env_registry_without_a_registry_table(repo: Repo, registry: RegistryServer) -> None:
+    assert "[registry]" not in repo.read("targets.toml")
+    plain = repo.doit("release")
+    assert "push-index" not in plain.executed
+    repo.env["ESP32TASKS_REGISTRY"] = f"{registry.host}/ci/hello"
+    repo.env["ESP32TASKS_REGISTRY_INSECURE"] = "1"
+    run = repo.doit("release")
+    assert sorted(run.executed) == sorted([f"push:{t}" for t in TARGETS] + ["push-index"])
+
+
+def test_command_line_registry_overrides_env_and_file(
+        repo: Repo, registry: RegistryServer) -> None:
+    configure(repo, f"127.0.0.1:{free_port()}", path="nowhere/hello")
+    repo.env["ESP32TASKS_REGISTRY"] = f"127.0.0.1:{free_port()}/also/nowhere"
+    repo.doit("release", f"registry={registry.host}/cli/hello")
+    assert registry.manifest("cli/hello", INDEX_TAG)[0] == \
+        receipt(repo, "index")["index"]["digest"]
+    # a changed repository is a changed input: the pushes run again, to the new place
+    repo.env["ESP32TASKS_REGISTRY"] = f"{registry.host}/other/hello"
+    again = repo.doit("release")
+    assert sorted(again.executed) == sorted([f"push:{t}" for t in TARGETS] + ["push-index"])
+
+
+def test_bad_registry_override_is_a_config_error(repo: Repo) -> None:
+    repo.env["ESP32TASKS_REGISTRY"] = "not a repository"
+    run = repo.doit("release", check=False)
+    assert run.code != 0
+    assert "ESP32TASKS_REGISTRY=not a repository: not host[:port]/path" in run.stderr
+    assert "Traceback" not in run.output
