@@ -14,6 +14,11 @@ __all__ = [
     "RegistryError",
     "RegistryUnreachable",
     "ReleaseRefused",
+    "StoreAuthError",
+    "StoreBucketMissing",
+    "StoreError",
+    "StoreReleaseConflict",
+    "StoreUnreachable",
     "VerifyFailed",
 ]
 
@@ -68,3 +73,23 @@ class ReleaseRefused(PublishError):
 
 class VerifyFailed(PublishError):
     """What the registry serves differs from the local receipts (a per-target report)."""
+
+
+class StoreError(PublishError):
+    """The artifact store (S3 or a directory) failed; the message names endpoint and bucket."""
+
+
+class StoreUnreachable(StoreError):
+    """The S3 endpoint refused the connection or did not answer in time."""
+
+
+class StoreAuthError(StoreError):
+    """The S3 server refused the credentials (never part of the message)."""
+
+
+class StoreBucketMissing(StoreError):
+    """The bucket in ``store.url`` does not exist (``create_bucket = true`` creates it)."""
+
+
+class StoreReleaseConflict(StoreError):
+    """This version was already released from another git revision: released is immutable."""
