@@ -80,7 +80,7 @@ class Transport(oras.provider.Registry):  # type: ignore[misc]  # oras-py ships 
                     connect_retries += 1
                     continue
                 raise RegistryUnreachable(
-                    f"cannot connect to registry {self.hostname} over {self.prefix} "
+                    f"cannot reach registry {self.hostname} over {self.prefix} "
                     f"({_reason(exc)}); check {self.what_to_check} is running and "
                     "listening there, and that the scheme is right (insecure = true for "
                     "plain HTTP)") from None
@@ -130,8 +130,19 @@ def _path(url: str) -> str:
 def _reason(exc: BaseException) -> str:
     """A short cause, free of URLs (upload session URLs carry state in their query)."""
     text = str(exc)
-    for marker in ("Connection refused", "Name or service not known", "certificate verify "
-                   "failed", "No route to host", "Connection reset", "wrong version number"):
+    for marker, reason in _REASONS:
         if marker in text:
-            return marker
+            return reason
     return type(exc).__name__
+
+
+_REASONS: Final = (
+    ("Connection refused", "Connection refused"),
+    ("Name or service not known", "unknown host name"),
+    ("certificate verify failed", "certificate verify failed"),
+    ("wrong version number", "not TLS: is it plain HTTP?"),
+    ("No route to host", "No route to host"),
+    ("Connection reset", "connection reset"),
+    ("RemoteDisconnected", "connection closed without an answer"),
+    ("Connection aborted", "connection closed without an answer"),
+)

@@ -1,0 +1,149 @@
+"""A registry that is down, hangs, fails mid-push or answers 5xx: fast, clear, resumable."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import pytest
+
+from tests.conftest import Repo
+from tests.integration.test_registry_release import TARGETS, blob_puts, receipt, summary
+from tests.servers.registry import (
+    FlakyProxy,
+    HungServer,
+    RegistryServer,
+    configure,
+    free_port,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def built(repo: Repo) -> None:
+    """Build and index first, so a timed `doit release` measures the push alone."""
+    repo.doit("index")
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error: ")]
+
+
+def test_registry_not_listening_fails_fast_with_one_line(repo: Repo) -> None:
+    host = f"127.0.0.1:{free_port()}"
+    configure(repo, host)
+    built(repo)
+    started = time.monotonic()
+    run = repo.doit("release", check=False)
+    elapsed = time.monotonic() - started
+    assert run.code != 0
+    assert elapsed < 15, elapsed
+    assert error_lines(run.stderr) == [
+        f"error: push:esp32c3: cannot reach registry {host} over http (Connection "
+        f"refused); check the registry in [registry] repository ({host}) is running and "
+        "listening there, and that the scheme is right (insecure = true for plain HTTP)"]
+    assert "Traceback" not in run.output
+    assert not (repo.path / "build/receipts/push-esp32c3.json").exists()
+
+
+def test_server_that_never_answers_times_out(repo: Repo, hung_server: HungServer) -> None:
+    configure(repo, hung_server)  # the default timeout: 10 s
+    built(repo)
+    started = time.monotonic()
+    run = repo.doit("release", check=False)
+    elapsed = time.monotonic() - started
+    assert run.code != 0
+    assert 9 < elapsed < 15, elapsed
+    assert hung_server.accepted, "the client did connect"
+    [line] = error_lines(run.stderr)
+    assert line.startswith(f"error: push:esp32c3: registry {hung_server.host} did not answer "
+                           "HEAD /v2/cloud-iot/hello/manifests/esp32c3-hello-1.0.0-")
+    assert line.endswith("within 10 s; check the registry in [registry] repository "
+                         f"({hung_server.host}) is up and reachable (or raise [registry] "
+                         "timeout)")
+
+
+def test_configured_timeout_is_used(repo: Repo, hung_server: HungServer) -> None:
+    configure(repo, hung_server, timeout=2)
+    built(repo)
+    started = time.monotonic()
+    run = repo.doit("release", check=False)
+    assert time.monotonic() - started < 5
+    assert "within 2 s" in run.stderr
+
+
+def test_registry_killed_mid_push_then_rerun_sends_only_what_is_missing(
+        repo: Repo, registry: RegistryServer, flaky_proxy: FlakyProxy) -> None:
+    configure(repo, flaky_proxy)
+    built(repo)
+    c6 = receipt(repo, "image-esp32c6")
+    config_put = c6["config"]["digest"].replace(":", "%3A")
+
+    def kill_on_second_blob_of_c6(method: str, path: str) -> None:
+        # esp32c6's layer is in; the registry dies as its config blob is being sent
+        if method == "PUT" and config_put in path:
+            registry.kill()
+
+    flaky_proxy.on_request = kill_on_second_blob_of_c6
+    run = repo.doit("release", check=False)
+    assert run.code != 0
+    assert "push:esp32c3" in run.executed
+    [line] = error_lines(run.stderr)
+    assert line.startswith(f"error: push:esp32c6: cannot reach registry "
+                           f"{flaky_proxy.host} over http (connection closed without an "
+                           "answer)")
+    receipts = repo.path / "build/receipts"
+    assert (receipts / "push-esp32c3.json").exists()
+    assert not (receipts / "push-esp32c6.json").exists()
+    assert not (receipts / "push-index.json").exists()
+
+    flaky_proxy.on_request = None
+    registry.start()
+    before = registry.requests()  # the log file survives the restart
+    rerun = repo.doit("release")
+    assert sorted(rerun.executed) == ["push-index", "push:esp32c6", "push:esp32h2"]
+    sent = registry.requests()[len(before):]
+    # esp32c6: its layer made it before the kill; only the config blob and manifest go
+    c6_part = sent[:sent.index(next(r for r in sent if r.method == "PUT"
+                                    and r.path.endswith(f"/manifests/{c6['tag']}"))) + 1]
+    assert summary(c6_part) == Counter([
+        "HEAD manifest 404", "HEAD manifest 404",  # tag, then the manifest by digest
+        "HEAD blob 200",  # the layer: already there, not sent again
+        "HEAD blob 404", "POST upload 202", "PUT upload 201",  # the config
+        "PUT manifest 201"]), "\n".join(map(str, c6_part))
+    assert blob_puts(c6_part) == {c6["config"]["digest"]}
+    assert not [r for r in sent if "esp32c3" in r.path]  # finished before: not touched
+    assert registry.manifest("cloud-iot/hello", "hello-1.0.0")[0] == \
+        receipt(repo, "index")["index"]["digest"]
+
+
+def test_a_few_503_are_retried(repo: Repo, registry: RegistryServer,
+                               flaky_proxy: FlakyProxy) -> None:
+    configure(repo, flaky_proxy)
+    built(repo)
+    flaky_proxy.fail = 2
+    started = time.monotonic()
+    run = repo.doit("release")
+    assert time.monotonic() - started < 10
+    assert flaky_proxy.failed == 2
+    assert {f"push:{t}" for t in TARGETS} | {"push-index"} <= set(run.executed)
+    assert registry.manifest("cloud-iot/hello", "hello-1.0.0")[0] == \
+        receipt(repo, "index")["index"]["digest"]
+
+
+def test_persistent_503_gives_up_within_30_s(repo: Repo, registry: RegistryServer,
+                                             flaky_proxy: FlakyProxy) -> None:
+    configure(repo, flaky_proxy)
+    built(repo)
+    flaky_proxy.fail = 1000
+    started = time.monotonic()
+    run = repo.doit("release", check=False)
+    elapsed = time.monotonic() - started
+    assert run.code != 0
+    assert elapsed < 30, elapsed
+    assert flaky_proxy.failed == 4  # one try and three retries (1 + 2 + 4 s apart)
+    [line] = error_lines(run.stderr)
+    assert line.startswith(f"error: push:esp32c3: registry {flaky_proxy.host} answered 503 "
+                           "Service Unavailable to HEAD /v2/cloud-iot/hello/manifests/")
+    assert "4 times over" in line
+    assert registry.requests() == []
