@@ -30,7 +30,7 @@ def secure(repo: Repo, server: RegistryServer) -> None:
 
 def pushed(repo: Repo, server: RegistryServer) -> bool:
     digest, _ = server.manifest(PATH, "hello-1.0.0")
-    return digest == receipt(repo, "index")["index"]["digest"]
+    return bool(digest == receipt(repo, "index")["index"]["digest"])
 
 
 def docker_config(directory: Path, config: dict[str, object]) -> Path:
