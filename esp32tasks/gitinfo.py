@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from esp32tasks.errors import GitError
+from esp32tasks.receipts import write_json
 
 __all__ = ["GitState", "read"]
 
@@ -28,13 +32,61 @@ class GitState:
         return self.revision[:7]
 
 
-def read(root: Path, app_dir: PurePosixPath, ignore: Iterable[str]) -> GitState:
-    """Ask git once for everything a plan needs; paths are relative to ``root``.
+def read(root: Path, app_dir: PurePosixPath, ignore: Iterable[str],
+         cache: Path | None = None) -> GitState:
+    """Everything a plan needs from git; paths are relative to ``root``.
 
     ``ignore`` lists root-relative prefixes (our own outputs and state) that neither count
     as sources nor make the tree dirty, even where the user's .gitignore forgot them.
+
+    With ``cache``, the answer is kept with the stat signature of everything that could
+    change it: HEAD, the index, the branch ref, every file git lists, and every directory
+    that is not ignored (a new file changes its directory's mtime). When none changed, git
+    is neither imported nor run: that is most of a no-op release's cost otherwise.
     """
-    import git  # GitPython: imported here, so `doit list` and friends pay nothing for it
+    skip = tuple(sorted(p.rstrip("/") for p in ignore))
+    key = {"app_dir": app_dir.as_posix(), "ignore": list(skip)}
+    if cache is not None:
+        hit = _from_cache(cache, root, key)
+        if hit is not None:
+            return hit
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)  # before the stats: it is a change
+    state, watched = _ask_git(root, app_dir, skip)
+    if cache is not None:
+        write_json(cache, {"version": _CACHE_VERSION, "key": key, "state": asdict(state),
+                           "stats": {p: _stat(root, p) for p in watched}})
+    return state
+
+
+_CACHE_VERSION = 1
+
+
+def _stat(root: Path, path: str) -> list[int] | None:
+    try:
+        st = (root / path).stat()
+    except OSError:
+        return None
+    return [st.st_mtime_ns, st.st_ctime_ns, st.st_size]
+
+
+def _from_cache(cache: Path, root: Path, key: dict[str, Any]) -> GitState | None:
+    try:
+        data = json.loads(cache.read_bytes())
+        if data["version"] != _CACHE_VERSION or data["key"] != key:
+            return None
+        if any(_stat(root, p) != v for p, v in data["stats"].items()):
+            return None
+        state = data["state"]
+        return GitState(revision=state["revision"], dirty=state["dirty"],
+                        commit_time=state["commit_time"], files=tuple(state["files"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _ask_git(root: Path, app_dir: PurePosixPath, skip: tuple[str, ...]) \
+        -> tuple[GitState, list[str]]:
+    import git  # GitPython: imported only when the cache cannot answer
 
     try:
         repo = git.Repo(root, search_parent_directories=True)
@@ -51,7 +103,6 @@ def read(root: Path, app_dir: PurePosixPath, ignore: Iterable[str]) -> GitState:
             "then run doit again"
         ) from None
     cmd = git.Git(str(root))  # paths in its output are relative to `root`
-    skip = tuple(p.rstrip("/") for p in ignore)
 
     def wanted(path: str) -> bool:
         return not any(path == p or path.startswith(p + "/") for p in skip)
@@ -67,15 +118,39 @@ def read(root: Path, app_dir: PurePosixPath, ignore: Iterable[str]) -> GitState:
         if len(entry) > 3 and entry[2] == " " and wanted(entry[3 + len(prefix):]):
             dirty = True
             break
-    listing = cmd.ls_files("-z", "--cached", "--others", "--exclude-standard", "--",
-                           app_dir.as_posix())
-    files = sorted(
-        {p for p in listing.split("\0") if p and wanted(p) and (root / p).is_file()}
-    )
+    listing = [p for p in cmd.ls_files("-z", "--cached", "--others", "--exclude-standard",
+                                       "--", ".").split("\0") if p and wanted(p)]
+    inside = app_dir.as_posix().rstrip("/") + "/"
+    files = sorted({p for p in listing
+                    if (inside == "./" or p.startswith(inside)) and (root / p).is_file()})
     when = datetime.fromtimestamp(commit.committed_date, tz=UTC)
-    return GitState(
+    state = GitState(
         revision=commit.hexsha,
         dirty=dirty,
         commit_time=when.strftime("%Y-%m-%dT%H:%M:%SZ"),
         files=tuple(files),
     )
+    ignored = cmd.ls_files("-z", "--others", "--ignored", "--exclude-standard", "--directory",
+                           "--", ".").split("\0")
+    pruned = set(skip) | {p.rstrip("/") for p in ignored if p.endswith("/")}
+    git_dir = Path(repo.git_dir).resolve()
+    common = Path(repo.common_dir).resolve()
+    head_ref = (git_dir / "HEAD").read_text().strip().removeprefix("ref: ")
+    watched = [str(git_dir / "HEAD"), str(git_dir / "index"), str(common / "packed-refs"),
+               str(common / head_ref), *listing, *_directories(root, pruned)]
+    return state, watched
+
+
+def _directories(root: Path, pruned: set[str]) -> list[str]:
+    """Every directory under ``root`` that git does not ignore (``.`` included)."""
+    found = ["."]
+    for current, dirs, _ in os.walk(root):
+        base = Path(current).relative_to(root).as_posix()
+        keep = []
+        for name in dirs:
+            rel = name if base == "." else f"{base}/{name}"
+            if name != ".git" and rel not in pruned:
+                keep.append(name)
+                found.append(rel)
+        dirs[:] = keep
+    return found

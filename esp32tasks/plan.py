@@ -17,8 +17,11 @@ __all__ = ["BUILD_DIR", "STATE_FILE", "Plan", "Step", "expand", "image_tag", "in
 BUILD_DIR = PurePosixPath("build")
 RECEIPTS = BUILD_DIR / "receipts"
 OCI_DIR = BUILD_DIR / "oci"
-#: doit's dependency state (sqlite3), relative to the repository root.
-STATE_FILE = ".esp32tasks.sqlite3"
+#: doit's dependency state (sqlite3), relative to the repository root. Inside build/ so
+#: that CI caches one directory, and so that its journal never touches the root's mtime.
+STATE_FILE = (BUILD_DIR / "doit-state.sqlite3").as_posix()
+#: What git said last time, with the stat signature that keeps it valid.
+GIT_CACHE = BUILD_DIR / "gitstate.json"
 
 
 def image_tag(target: str, app_type: str, version: str, git: GitState) -> str:
@@ -73,6 +76,8 @@ def expand(release: Release, git: GitState) -> Plan:
     app_dir = project.app_dir
     # A file some target claims belongs to the targets that claim it, and no other.
     claimed = {_under(app_dir, f) for t in release.targets for f in t.own_files}
+    # targets.toml's settings reach each task through config_changed, not as a file
+    claimed.add(release.path.relative_to(release.root).as_posix())
     shared = tuple(f for f in git.files if f not in claimed)
     release_prefix = f"{project.name}/{project.app_type}-{project.version}/"
     steps = []

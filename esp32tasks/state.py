@@ -8,6 +8,7 @@ finished. The file format is doit's own sqlite3 one; ``--backend sqlite3`` reads
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from doit.dependency import SqliteDB
@@ -20,6 +21,10 @@ _LAST_KEY = "deps:"
 
 class DurableSqliteDB(SqliteDB):  # type: ignore[misc]  # doit ships no type hints
     desc = "sqlite3, committed after every task (survives SIGTERM and SIGKILL)"
+
+    def __init__(self, name: str, codec: Any, *, module_name: str | None = None) -> None:
+        Path(name).parent.mkdir(parents=True, exist_ok=True)  # it lives in build/
+        super().__init__(name, codec, module_name=module_name)
 
     def set(self, task_id: str, dependency: str, value: Any) -> None:
         super().set(task_id, dependency, value)
