@@ -1,0 +1,150 @@
+"""Retry, timeout and auth policy of the oras-py transport, with a fake session (no sockets)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from esp32tasks.errors import RegistryAuthError, RegistryError, RegistryUnreachable
+from esp32tasks.oras_transport import CONNECT_BACKOFF, RETRY_BUDGET, STATUS_BACKOFF, Transport
+
+URL = "http://registry.test:5000/v2/cloud-iot/hello/manifests/t"
+
+
+def response(status: int, reason: str = "", **headers: str) -> requests.Response:
+    r = requests.Response()
+    r.status_code = status
+    r.reason = reason
+    r.headers.update(headers)
+    r._content = b"{}"
+    r.raw = io.BytesIO(b"{}")
+    return r
+
+
+class FakeSession:
+    """Answers from a script: a status code, or an exception to raise."""
+
+    def __init__(self, script: list[int | Exception | requests.Response]) -> None:
+        self.script: Iterator[int | Exception | requests.Response] = iter(script)
+        self.calls: list[dict[str, Any]] = []
+
+    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        self.calls.append({"method": method, "url": url, **kwargs})
+        step = next(self.script)
+        if isinstance(step, Exception):
+            raise step
+        if isinstance(step, requests.Response):
+            return step
+        return response(step, "Service Unavailable" if step == 503 else "")
+
+
+def transport(script: list[int | Exception | requests.Response], *,
+              authorization: str | None = "Basic abc", timeout: float = 7.0,
+              ) -> tuple[Transport, FakeSession, list[float]]:
+    sleeps: list[float] = []
+    t = Transport(host="registry.test:5000", insecure=True, verify=True, timeout=timeout,
+                  authorization=authorization, what_to_check="the registry",
+                  sleep=sleeps.append)
+    fake = FakeSession(script)
+    t.session = fake
+    return t, fake, sleeps
+
+
+def test_credentials_go_with_the_first_request_and_timeout_is_set() -> None:
+    t, fake, sleeps = transport([200])
+    assert t.do_request(URL, "HEAD").status_code == 200
+    [call] = fake.calls
+    assert call["headers"]["Authorization"] == "Basic abc"
+    assert call["timeout"] == (7.0, 7.0)
+    assert sleeps == []
+
+
+def test_no_credentials_no_header() -> None:
+    t, fake, _ = transport([200], authorization=None)
+    t.do_request(URL, "GET")
+    assert "Authorization" not in fake.calls[0]["headers"]
+
+
+def test_503_is_retried_with_backoff_then_succeeds() -> None:
+    t, fake, sleeps = transport([503, 502, 201])
+    assert t.do_request(URL, "PUT", data=b"x").status_code == 201
+    assert len(fake.calls) == 3
+    assert sleeps == list(STATUS_BACKOFF[:2])
+    assert all(c["data"] == b"x" for c in fake.calls)
+
+
+def test_persistent_5xx_is_bounded_and_under_30_s() -> None:
+    t, fake, sleeps = transport([503] * 10)
+    with pytest.raises(RegistryError, match=r"answered 503 Service Unavailable to HEAD "
+                       r"/v2/cloud-iot/hello/manifests/t 4 times"):
+        t.do_request(URL, "HEAD")
+    assert len(fake.calls) == 1 + len(STATUS_BACKOFF)
+    assert sleeps == list(STATUS_BACKOFF)
+    assert sum(sleeps) < RETRY_BUDGET < 30
+
+
+def test_retry_after_is_honoured_but_capped() -> None:
+    t, _, sleeps = transport([response(429, "Too Many Requests", **{"Retry-After": "600"}),
+                              response(429, "Too Many Requests", **{"Retry-After": "0"}), 200])
+    assert t.do_request(URL, "GET").status_code == 200
+    assert sleeps == [max(STATUS_BACKOFF), 0.0]
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_auth_failure_is_immediate(status: int) -> None:
+    t, fake, sleeps = transport([status, 200])
+    with pytest.raises(RegistryAuthError, match=r"registry\.test:5000"):
+        t.do_request(URL, "HEAD")
+    assert len(fake.calls) == 1
+    assert sleeps == []
+
+
+def test_auth_message_never_holds_the_header() -> None:
+    t, _, _ = transport([401], authorization="Basic c2VjcmV0LXVzZXI6c2VjcmV0")
+    with pytest.raises(RegistryAuthError) as info:
+        t.do_request(URL, "HEAD")
+    assert "c2VjcmV0" not in str(info.value)
+    assert "authentication failed for registry registry.test:5000" in str(info.value)
+
+
+def test_refused_connection_is_retried_briefly_then_one_line() -> None:
+    refused = requests.exceptions.ConnectionError("[Errno 111] Connection refused")
+    t, fake, sleeps = transport([refused] * 5)
+    with pytest.raises(RegistryUnreachable) as info:
+        t.do_request(URL, "HEAD")
+    assert len(fake.calls) == 1 + len(CONNECT_BACKOFF)
+    assert sleeps == list(CONNECT_BACKOFF)
+    assert str(info.value).startswith("cannot reach registry registry.test:5000 over http "
+                                      "(Connection refused); check the registry")
+    assert "\n" not in str(info.value)
+
+
+def test_timeout_is_not_retried() -> None:
+    t, fake, sleeps = transport([requests.exceptions.ReadTimeout("read timed out")])
+    with pytest.raises(RegistryUnreachable, match=r"did not answer HEAD "
+                       r"/v2/cloud-iot/hello/manifests/t within 7 s"):
+        t.do_request(URL, "HEAD")
+    assert len(fake.calls) == 1
+    assert sleeps == []
+
+
+def test_tls_failure_points_at_ca_bundle() -> None:
+    error = requests.exceptions.SSLError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify "
+                                         "failed: unable to get local issuer certificate")
+    t, _, sleeps = transport([error])
+    with pytest.raises(RegistryUnreachable, match=r"\(certificate verify failed\); check "
+                       r"\[registry\] ca_bundle"):
+        t.do_request(URL, "HEAD")
+    assert sleeps == []
+
+
+def test_upload_session_state_stays_out_of_messages() -> None:
+    t, _, _ = transport([500] * 10)
+    with pytest.raises(RegistryError) as info:
+        t.do_request("http://registry.test:5000/v2/x/blobs/uploads/u?_state=SECRETSTATE"
+                     "&digest=sha256%3Aab", "PUT")
+    assert "SECRETSTATE" not in str(info.value)
