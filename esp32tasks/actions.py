@@ -156,11 +156,16 @@ def index(plan: Plan) -> None:
 
 
 @reported
-def upload(release: Release, step: Step) -> None:
+def upload(plan: Plan, step: Step) -> None:
     """Copy every artifact of the target to the store, skipping objects already there."""
+    from esp32tasks import manifest
+
+    release = plan.release
     root = release.root
     remove(root / step.upload_receipt)
     store = open_store(release.store, root)
+    if manifest.guards(plan):  # never overwrite what another revision released
+        manifest.check_release(store, plan, force=manifest.forced())
     objects = []
     for artifact in read_json(root / step.build_receipt)["artifacts"]:
         key = step.store_prefix + artifact["name"]

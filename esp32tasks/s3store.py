@@ -30,6 +30,7 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
     NoCredentialsError,
@@ -240,6 +241,10 @@ class S3Store:
             raise StoreUnreachable(
                 f"{self._where()}: cannot connect after {ATTEMPTS} attempts ({_reason(exc)});"
                 " check that the server is up and store.endpoint_url") from None
+        except ConnectionClosedError:
+            raise StoreUnreachable(
+                f"{self._where()}: the connection closed before an answer, {ATTEMPTS} "
+                "attempts; check that the server is up") from None
         except ReadTimeoutError:
             raise StoreUnreachable(
                 f"{self._where()}: no answer within {READ_TIMEOUT:.0f} s, {ATTEMPTS} "

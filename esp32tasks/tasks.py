@@ -15,7 +15,7 @@ from typing import Any
 
 from doit.tools import config_changed
 
-from esp32tasks import actions, builders, config, gitinfo, plan
+from esp32tasks import actions, builders, config, gitinfo, manifest, plan
 from esp32tasks.errors import Esp32TasksError
 from esp32tasks.pushtasks import release_deps, task_push, task_push_index, task_verify
 from esp32tasks.reporting import Reporter, fail
@@ -24,6 +24,7 @@ __all__ = [
     "DOIT_CONFIG",
     "task_build",
     "task_index",
+    "task_manifest",
     "task_push",
     "task_push_index",
     "task_release",
@@ -141,7 +142,7 @@ def task_upload() -> Iterator[Task]:
             "basename": "upload",
             "name": step.name,
             "doc": f"artifacts of {step.name} to {store.url}/{step.store_prefix}",
-            "actions": [(actions.upload, (release, step))],
+            "actions": [(actions.upload, (p, step))],
             "file_dep": [str(step.build_receipt)],
             "targets": [str(step.upload_receipt)],
             "uptodate": [config_changed({"store": store.url, "endpoint": store.endpoint_url,
@@ -150,11 +151,31 @@ def task_upload() -> Iterator[Task]:
         }
 
 
+def task_manifest() -> Task:
+    """Write release.json beside the targets in the store, last: its presence means complete."""
+    p = current_plan()
+    store = p.release.store
+    pushed = bool(release_deps())  # a registry is configured: push receipts go in, too
+    return {
+        "doc": f"{manifest.MANIFEST_NAME} to {store.url}/{p.release_prefix}",
+        "actions": [(manifest.publish, (p, pushed))],
+        "file_dep": [str(f) for f in manifest.inputs(p, pushed=pushed)],
+        # after every upload, the index and (with a registry) every push
+        "task_dep": ["index", *(f"upload:{s.name}" for s in p.steps), *release_deps()],
+        "targets": [str(manifest.RECEIPT)],
+        "uptodate": [config_changed({
+            "store": store.url, "endpoint": store.endpoint_url, "key": manifest.manifest_key(p),
+            "git": [p.git.revision, p.git.commit_time, p.git.dirty], "pushed": pushed})],
+        "clean": [(_remove, (p.release.root / manifest.RECEIPT,))],
+    }
+
+
 def task_release() -> Task:
     """Build, package, index and upload everything (the default task)."""
     p = current_plan()
     return {
         "doc": task_release.__doc__,
         "actions": None,
-        "task_dep": ["index", *(f"upload:{s.name}" for s in p.steps), *release_deps()],
+        "task_dep": ["index", *(f"upload:{s.name}" for s in p.steps), *release_deps(),
+                     "manifest"],
     }

@@ -1,0 +1,320 @@
+"""`doit release` into a real SeaweedFS: every artifact, release.json last, only what changed.
+
+Requests are counted server-side, by the recording proxy in front of SeaweedFS.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import itertools
+import json
+import os
+import time
+from typing import Any
+
+import pytest
+
+from tests.conftest import Repo
+from tests.servers.s3 import (
+    ADMIN,
+    Credentials,
+    RecordingProxy,
+    Request,
+    Seaweed,
+    SilentServer,
+    free_port,
+)
+
+pytestmark = pytest.mark.integration
+
+TARGETS = ("esp32c3", "esp32c6", "esp32h2")
+ARTIFACTS = {"hello.bin", "bootloader.bin", "partition-table.bin", "ota_data_initial.bin",
+             "sdkconfig", "partitions.csv", "flasher_args.json", "hello.elf", "hello.map"}
+PREFIX = "nbfc-assets/github/iot"
+RELEASE = f"{PREFIX}/hello/hello-1.0.0/"
+MANIFEST = RELEASE + "release.json"
+APP = "examples/hello"
+
+_buckets = itertools.count()
+
+
+def new_bucket() -> str:
+    return f"release-{os.getpid()}-{next(_buckets)}"
+
+
+def use_s3(repo: Repo, endpoint: str, bucket: str, *, creds: Credentials = ADMIN,
+           create_bucket: bool = False, commit: bool = True) -> None:
+    text = (f'\n[store]\nurl = "s3://{bucket}/{PREFIX}"\nendpoint_url = "{endpoint}"\n')
+    if create_bucket:
+        text += "create_bucket = true\n"
+    repo.write("targets.toml", repo.read("targets.toml") + text)
+    repo.env.update(creds.env)
+    if commit:
+        repo.commit("release to S3")
+
+
+def receipt(repo: Repo, name: str) -> Any:
+    return json.loads(repo.read(f"build/receipts/{name}.json"))
+
+
+def expected_objects(repo: Repo) -> dict[str, str]:
+    """key -> sha256 of every artifact, from the build receipts."""
+    return {f"{RELEASE}{t}/artifacts/{a['name']}": a["sha256"]
+            for t in TARGETS for a in receipt(repo, f"build-{t}")["artifacts"]}
+
+
+def check_bucket(server: Seaweed, repo: Repo, bucket: str) -> dict[str, Any]:
+    """Every object's bytes equal the local build's, and release.json describes them all."""
+    s3 = server.client()
+    listed = {o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+              for o in page.get("Contents", [])}
+    expected = expected_objects(repo)
+    assert listed == {*expected, MANIFEST}
+    for target in TARGETS:
+        for artifact in receipt(repo, f"build-{target}")["artifacts"]:
+            key = f"{RELEASE}{target}/artifacts/{artifact['name']}"
+            obj = s3.get_object(Bucket=bucket, Key=key)
+            assert obj["Body"].read() == (repo.path / artifact["path"]).read_bytes(), key
+            assert obj["Metadata"] == {"sha256": artifact["sha256"]}
+    manifest = json.loads(s3.get_object(Bucket=bucket, Key=MANIFEST)["Body"].read())
+    check_manifest(repo, manifest)
+    return manifest  # type: ignore[no-any-return]
+
+
+def check_manifest(repo: Repo, manifest: dict[str, Any]) -> None:
+    assert manifest["format"] == "esp32tasks.release/v1"
+    assert manifest["project"] == {"name": "hello", "app_type": "hello", "version": "1.0.0"}
+    assert manifest["git"]["revision"] == repo.git("rev-parse", "HEAD")
+    assert manifest["git"]["commit_time"] == "2026-01-01T00:00:00Z"
+    assert set(manifest["targets"]) == set(TARGETS)
+    for target in TARGETS:
+        entry = manifest["targets"][target]
+        built = {a["name"]: a for a in receipt(repo, f"build-{target}")["artifacts"]}
+        assert {a["name"] for a in entry["artifacts"]} == ARTIFACTS
+        for artifact in entry["artifacts"]:
+            assert artifact["path"] == f"{target}/artifacts/{artifact['name']}"
+            assert (artifact["size"], artifact["sha256"]) == \
+                (built[artifact["name"]]["size"], built[artifact["name"]]["sha256"])
+        image = receipt(repo, f"image-{target}")
+        assert entry["image"]["tag"] == image["tag"]
+        assert entry["image"]["digest"] == image["manifest"]["digest"]
+    index = receipt(repo, "index")
+    assert manifest["index"] == {"tag": "hello-1.0.0", "digest": index["index"]["digest"]}
+
+
+def methods(requests: list[Request]) -> dict[str, int]:
+    return dict(collections.Counter(r.method for r in requests))
+
+
+def assert_secret_nowhere(repo: Repo, secret: str, *outputs: str) -> None:
+    for output in outputs:
+        assert secret not in output
+    for path in repo.path.rglob("*"):
+        if path.is_file() and ".git" not in path.relative_to(repo.path).parts:
+            assert secret.encode() not in path.read_bytes(), path
+
+
+def test_release_uploads_everything_then_a_noop_sends_no_request(
+        repo: Repo, s3_server: Seaweed, s3_proxy: RecordingProxy) -> None:
+    bucket = s3_server.bucket(new_bucket())
+    use_s3(repo, s3_proxy.endpoint, bucket)
+    cold = repo.doit("release")
+    assert "manifest" in cold.executed
+    assert cold.executed[-1] == "manifest"  # written last
+    check_bucket(s3_server, repo, bucket)
+    puts = s3_proxy.writes()
+    assert sorted(r.key for r in puts) == sorted([*expected_objects(repo), MANIFEST])
+    assert all(r.method == "PUT" and r.status == 200 for r in puts)
+    # per object a HEAD and a PUT; per upload task a GET of release.json (is this version
+    # released from another commit?); the manifest: GET, HEAD, PUT
+    assert methods(s3_proxy.snapshot()) == {"GET": 3 + 1, "HEAD": 27 + 1, "PUT": 27 + 1}
+
+    s3_proxy.clear()
+    noop = repo.doit("release")
+    assert noop.executed == []
+    assert s3_proxy.snapshot() == []  # not one request reached the server
+    # the local copy of what was published
+    assert json.loads(repo.read("build/receipts/release.json")) == \
+        json.loads(s3_server.client().get_object(Bucket=bucket, Key=MANIFEST)["Body"].read())
+    assert_secret_nowhere(repo, ADMIN.secret_key, cold.output, noop.output)
+
+
+def test_one_target_change_writes_only_its_changed_objects_and_the_manifest(
+        repo: Repo, s3_server: Seaweed, s3_proxy: RecordingProxy) -> None:
+    bucket = s3_server.bucket(new_bucket())
+    use_s3(repo, s3_proxy.endpoint, bucket)
+    repo.doit("release")
+    before = expected_objects(repo)
+
+    s3_proxy.clear()
+    repo.edit(f"{APP}/sdkconfig.defaults.esp32c6", '"Hello from', '"Hello again from')
+    run = repo.doit("release")  # uncommitted: same revision, a dirty build of it
+    assert [t for t in run.executed if t.startswith(("build:", "upload:"))] == \
+        ["build:esp32c6", "upload:esp32c6"]
+    after = expected_objects(repo)
+    changed = {k for k in after if after[k] != before[k]}
+    assert changed
+    assert all("/esp32c6/" in k for k in changed)
+    assert sorted(r.key for r in s3_proxy.writes()) == sorted([*changed, MANIFEST])
+    assert methods(s3_proxy.snapshot()) == {"GET": 1 + 1, "HEAD": 9 + 1,
+                                            "PUT": len(changed) + 1}
+    manifest = check_bucket(s3_server, repo, bucket)
+    assert manifest["git"]["dirty"] is True
+
+
+def test_a_version_released_from_another_commit_is_not_overwritten_unless_forced(
+        repo: Repo, s3_server: Seaweed, s3_proxy: RecordingProxy) -> None:
+    bucket = s3_server.bucket(new_bucket())
+    use_s3(repo, s3_proxy.endpoint, bucket)
+    repo.doit("release")
+    first = repo.git("rev-parse", "HEAD")
+    before = expected_objects(repo)
+    s3 = s3_server.client()
+    released = s3.get_object(Bucket=bucket, Key=MANIFEST)["Body"].read()
+
+    repo.edit(f"{APP}/sdkconfig.defaults.esp32c6", '"Hello from', '"Hello again from')
+    repo.commit("esp32c6 greets differently")
+    s3_proxy.clear()
+    refused = repo.doit("release", check=False)
+    assert refused.code != 0
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: upload:esp32c6: s3://{bucket}/{MANIFEST} was released from commit "
+        f"{first[:7]}, not {repo.git('rev-parse', '--short=7', 'HEAD')}; released versions "
+        "are immutable: bump [project] version, or overwrite with ESP32TASKS_FORCE=1"]
+    assert s3_proxy.writes() == []
+    assert s3.get_object(Bucket=bucket, Key=MANIFEST)["Body"].read() == released
+    for key, sha in before.items():
+        assert s3.head_object(Bucket=bucket, Key=key)["Metadata"]["sha256"] == sha
+
+    repo.env["ESP32TASKS_FORCE"] = "1"
+    forced = repo.doit("release")
+    assert "upload:esp32c6" in forced.executed
+    after = expected_objects(repo)
+    changed = {k for k in after if after[k] != before[k]}
+    assert sorted(r.key for r in s3_proxy.writes()) == sorted([*changed, MANIFEST])
+    check_bucket(s3_server, repo, bucket)
+
+
+def test_missing_bucket_is_named_and_create_bucket_creates_it(
+        repo: Repo, s3_server: Seaweed) -> None:
+    bucket = new_bucket()
+    use_s3(repo, s3_server.endpoint, bucket)
+    run = repo.doit("release", check=False)
+    assert run.code != 0
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: upload:esp32c3: S3 endpoint {s3_server.endpoint} (bucket '{bucket}'): "
+        "the bucket does not exist; create it, fix store.url, or set `create_bucket = true` "
+        "in [store]"]
+    repo.edit("targets.toml", "endpoint_url", "create_bucket = true\nendpoint_url")
+    repo.commit("create the bucket")
+    repo.doit("release")
+    check_bucket(s3_server, repo, bucket)
+
+
+@pytest.mark.parametrize("creds", [Credentials(ADMIN.access_key, "wrong-secret-7c1d5e"),
+                                   Credentials("nobody-key", "wrong-secret-7c1d5e")],
+                         ids=["wrong-secret", "unknown-key"])
+def test_wrong_credentials_fail_clearly_and_the_secret_is_nowhere(
+        repo: Repo, s3_server: Seaweed, creds: Credentials) -> None:
+    bucket = s3_server.bucket(new_bucket())
+    use_s3(repo, s3_server.endpoint, bucket, creds=creds)
+    run = repo.doit("release", check=False)
+    assert run.code != 0
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert errors[0].startswith(f"error: upload:esp32c3: S3 endpoint {s3_server.endpoint} "
+                                f"(bucket '{bucket}'): GET s3://{bucket}/{MANIFEST} refused: ")
+    assert "(credentials from env)" in errors[0]
+    assert_secret_nowhere(repo, creds.secret_key, run.output)
+    assert s3_server.client().list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+
+
+def test_endpoint_down_fails_fast_with_one_line(repo: Repo) -> None:
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    use_s3(repo, endpoint, "some-bucket")
+    repo.doit("build")
+    started = time.monotonic()
+    run = repo.doit("release", check=False)
+    assert time.monotonic() - started < 15
+    assert run.code != 0
+    assert [line for line in run.stderr.splitlines() if line.strip()] == [
+        f"error: upload:esp32c3: S3 endpoint {endpoint} (bucket 'some-bucket'): cannot "
+        "connect after 2 attempts (Could not connect to the endpoint URL); check that the "
+        "server is up and store.endpoint_url"]
+
+
+def test_server_that_never_answers_fails_within_15_seconds(
+        repo: Repo, silent_server: SilentServer) -> None:
+    use_s3(repo, silent_server.endpoint, "some-bucket")
+    repo.doit("build")
+    started = time.monotonic()
+    run = repo.doit("release", check=False)
+    assert time.monotonic() - started < 15
+    assert run.code != 0
+    assert [line for line in run.stderr.splitlines() if line.strip()] == [
+        f"error: upload:esp32c3: S3 endpoint {silent_server.endpoint} (bucket 'some-bucket'): "
+        "no answer within 5 s, 2 attempts; the server accepts connections but does not "
+        "respond"]
+
+
+def test_killed_mid_upload_then_rerun_sends_only_what_is_missing(
+        repo: Repo, s3_private: Seaweed) -> None:
+    server = s3_private
+    bucket = server.bucket(new_bucket())
+    proxy = RecordingProxy(server.endpoint)
+    proxy.start()
+    try:
+        use_s3(repo, proxy.endpoint, bucket)
+        puts = itertools.count(1)
+
+        def kill_on_the_14th_put(method: str, path: str) -> None:
+            # esp32c3's 9 objects, then the 5th of esp32c6: a crash in the middle of a target
+            if method == "PUT" and next(puts) == 14:
+                server.kill()
+
+        proxy.hook = kill_on_the_14th_put
+        crashed = repo.doit("release", check=False)
+        assert crashed.code != 0
+        errors = [line for line in crashed.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1
+        assert errors[0].startswith(f"error: upload:esp32c6: S3 endpoint {proxy.endpoint} "
+                                    f"(bucket '{bucket}'): ")
+        assert not (repo.path / "build/receipts/upload-esp32c6.json").exists()
+
+        proxy.hook = None
+        server.start()  # same ports, same data
+        s3 = server.client()
+        present = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
+        assert MANIFEST not in present
+        assert len(present) == 13
+        proxy.clear()
+        rerun = repo.doit("release")
+        assert "upload:esp32c3" not in rerun.executed  # finished before the crash
+        assert {"upload:esp32c6", "upload:esp32h2", "manifest"} <= set(rerun.executed)
+        missing = set(expected_objects(repo)) - present
+        assert sorted(r.key for r in proxy.writes()) == sorted([*missing, MANIFEST])
+        check_bucket(server, repo, bucket)
+
+        # nothing changed: the release succeeds with the server stopped
+        server.stop()
+        proxy.clear()
+        noop = repo.doit("release")
+        assert noop.executed == []
+        assert proxy.snapshot() == []
+    finally:
+        proxy.stop()
+
+
+def test_local_store_gets_the_same_manifest(repo: Repo) -> None:
+    repo.doit("release")
+    path = repo.path / "build/store/hello/hello-1.0.0/release.json"
+    manifest = json.loads(path.read_text())
+    check_manifest(repo, manifest)
+    assert path.read_bytes() == (repo.path / "build/receipts/release.json").read_bytes()
+    for target in TARGETS:
+        for artifact in manifest["targets"][target]["artifacts"]:
+            data = (path.parent / artifact["path"]).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == artifact["sha256"]
