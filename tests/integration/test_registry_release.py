@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter
 from typing import Any
 
@@ -190,3 +191,13 @@ def test_bad_registry_override_is_a_config_error(repo: Repo) -> None:
     assert run.code != 0
     assert "ESP32TASKS_REGISTRY=not a repository: not host[:port]/path" in run.stderr
     assert "Traceback" not in run.output
+
+
+def test_noop_release_imports_no_http_library(repo: Repo, registry: RegistryServer) -> None:
+    configure(repo, registry)
+    repo.doit("release")
+    run = repo.run(sys.executable, "-X", "importtime", "-m", "doit", "release")
+    imported = {line.split("|")[-1].strip() for line in run.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "doit" in imported  # the listing is real
+    assert not {m for m in imported if m.split(".")[0] in ("oras", "requests", "urllib3")}
