@@ -20,9 +20,11 @@ BENCH_ROOT = Path(__file__).resolve().parent.parent
 class Runner:
     root: Path
     cc: CompileLog
+    extra_env: tuple[tuple[str, str], ...] = ()
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
+        env.update(self.extra_env)
         env["CC"] = str(self.cc.wrapper)
         env.pop("PYTHONPATH", None)
         return env

@@ -1,0 +1,156 @@
+"""Wire cost against a real registry and S3 server on loopback, and push vs skopeo.
+
+Both servers are the test suite's (``tests/servers``): Debian's docker-registry and
+SeaweedFS. Each sits behind a :class:`~bench.wireproxy.WireProxy`, which counts the
+requests and bytes esp32tasks (or skopeo) sends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import synth
+from bench.doitrun import executed
+from bench.proc import BenchError, timed
+from bench.scenarios import Prepared
+from bench.stats import summary
+from bench.wireproxy import Counts, WireProxy
+
+__all__ = ["measure"]
+
+BUCKET = "bench-store"
+
+
+def _row(reg: Counts, s3: Counts) -> dict[str, Any]:
+    return {"registry_requests": reg.requests, "registry_bytes": reg.sent,
+            "registry_methods": reg.methods, "s3_requests": s3.requests, "s3_bytes": s3.sent,
+            "s3_methods": s3.methods}
+
+
+def _blob_size(layout: Path, digest: str) -> int:
+    return (layout / "blobs" / "sha256" / digest.split(":", 1)[1]).stat().st_size
+
+
+def _min_registry_bytes(p: Prepared, changed: str) -> int:
+    """Changed target's layer + config + manifest, every other manifest, the index."""
+    layout = p.synth.root / "build" / "oci"
+    index = json.loads((layout / "index.json").read_bytes())
+    total = 0
+    for desc in index["manifests"]:
+        if desc.get("mediaType", "").endswith("index.v1+json"):
+            total += desc["size"]
+            child_index = json.loads((layout / "blobs" / "sha256"
+                                      / desc["digest"].split(":", 1)[1]).read_bytes())
+            for child in child_index["manifests"]:
+                total += child["size"]
+                if child.get("platform", {}).get("architecture") == changed:
+                    manifest = json.loads((layout / "blobs" / "sha256"
+                                           / child["digest"].split(":", 1)[1]).read_bytes())
+                    total += manifest["config"]["size"]
+                    total += sum(layer["size"] for layer in manifest["layers"])
+            break
+    return total
+
+
+def _artifact_shas(p: Prepared, target: str) -> dict[str, tuple[str, int]]:
+    receipt = p.synth.root / "build" / "receipts" / f"build-{target}.json"
+    data = json.loads(receipt.read_bytes())
+    return {a["name"]: (a["sha256"], a["size"]) for a in data["artifacts"]}
+
+
+def _start_servers(workdir: Path) -> tuple[Any, Any]:
+    from tests.servers.registry import RegistryServer
+    from tests.servers.s3 import Seaweed
+
+    registry = RegistryServer(workdir / "registry")
+    registry.start()
+    try:
+        s3 = Seaweed(workdir / "s3")
+        s3.start()
+    except BaseException:
+        registry.stop()
+        raise
+    return registry, s3
+
+
+def measure(workdir: Path, runs: int) -> dict[str, Any]:
+    """Cold release, no-op and a committed one-target change; then push vs skopeo."""
+    from tests.servers.s3 import ADMIN
+
+    registry, s3 = _start_servers(workdir)
+    reg_proxy = WireProxy(("127.0.0.1", registry.port))
+    s3_proxy = WireProxy(("127.0.0.1", int(s3.endpoint.rsplit(":", 1)[1])))
+    try:
+        s3.bucket(BUCKET)
+        toml = (f'\n[registry]\nrepository = "{reg_proxy.host}/bench/synth"\ninsecure = true\n'
+                f'\n[store]\nurl = "s3://{BUCKET}/bench"\n'
+                f'endpoint_url = "http://{s3_proxy.host}"\n')
+        p = Prepared(workdir / "wire", 100, 3, extra_toml=toml,
+                     extra_env={**ADMIN.env, "ESP32TASKS_FORCE": "1"})
+        p.runner.release()
+        reg_proxy.reset()
+        s3_proxy.reset()
+        scenarios: dict[str, Any] = {}
+        result = p.runner.release()
+        if executed(result):
+            raise BenchError(f"a no-op release ran {executed(result)}")
+        scenarios["no-op release"] = {**_row(reg_proxy.reset(), s3_proxy.reset()),
+                                      "min_registry_bytes": 0, "min_s3_bytes": 0}
+        name, _ = p.synth.targets[0]
+        before = _artifact_shas(p, name)
+        p.salt += 1
+        p.synth.own_file(name).write_text(synth.own_source(name, salt=p.salt))
+        synth.commit(p.synth.root, "one-target change")
+        p.runner.release()
+        row = _row(reg_proxy.reset(), s3_proxy.reset())
+        after = _artifact_shas(p, name)
+        changed = sum(size for n, (sha, size) in after.items() if before.get(n, ("", 0))[0] != sha)
+        row["min_registry_bytes"] = _min_registry_bytes(p, name)
+        row["min_s3_bytes"] = f"{changed} + release manifest"
+        scenarios["committed one-target change"] = row
+        push = _push_vs_skopeo(p, reg_proxy, runs)
+        return {"scenarios": scenarios, "push": push, "notes": [
+            "Bytes are what the client sent (request lines, headers and bodies), counted "
+            "by a TCP proxy in front of each server; minimum registry bytes are payloads "
+            "only (no HTTP headers).",
+            "upload vs `aws s3 sync`: not measured (time ran out in this session).",
+            "3 targets x 8 MiB firmware push: not measured (time ran out in this session).",
+        ]}
+    finally:
+        reg_proxy.close()
+        s3_proxy.close()
+        s3.stop()
+        registry.stop()
+
+
+def _push_vs_skopeo(p: Prepared, proxy: WireProxy, runs: int) -> dict[str, Any]:
+    """Our push of the index to a fresh repository vs skopeo's copy of the same layout."""
+    ours: list[float] = []
+    ours_wire: list[float] = []
+    peer: list[float] = []
+    layout = p.synth.root / "build" / "oci"
+    index_tag = "synth-1.0.0"
+    for i in range(runs):
+        proxy.reset()
+        result = p.runner.release(f"registry={proxy.host}/fresh/ours{i}")
+        counts = proxy.reset()
+        if counts.first is None or counts.last is None:
+            raise BenchError(f"our push to a fresh repository sent nothing:\n{result.stdout}")
+        ours.append(result.seconds)
+        ours_wire.append(counts.last - counts.first)
+        home = p.synth.root.parent / f"skopeo-home-{i}"  # a fresh blob-info cache
+        home.mkdir()
+        env = {**os.environ, "HOME": str(home)}
+        start = time.perf_counter()
+        timed(["skopeo", "copy", "--all", "--dest-tls-verify=false",
+               f"oci:{layout}:{index_tag}", f"docker://{proxy.host}/fresh/skopeo{i}"],
+              env=env)
+        peer.append(time.perf_counter() - start)
+        proxy.reset()
+    return {"example index (3 targets)": {
+        "ours": summary(ours), "ours_wire": summary(ours_wire), "peer": summary(peer),
+        "peer_tool": "skopeo copy --all (whole process)"}}
