@@ -10,6 +10,7 @@ import hashlib
 import itertools
 import json
 import os
+import sys
 import time
 from typing import Any
 
@@ -134,6 +135,11 @@ def test_release_uploads_everything_then_a_noop_sends_no_request(
     noop = repo.doit("release")
     assert noop.executed == []
     assert s3_proxy.snapshot() == []  # not one request reached the server
+    # and boto3 (more than doit's whole no-op) is not even imported
+    timed = repo.run(sys.executable, "-X", "importtime", "-m", "doit", "release")
+    imported = {line.rsplit("|", 1)[-1].strip() for line in timed.stderr.splitlines()}
+    assert "doit" in imported
+    assert not {m for m in imported if m.startswith(("boto3", "botocore", "s3transfer"))}
     # the local copy of what was published
     assert json.loads(repo.read("build/receipts/release.json")) == \
         json.loads(s3_server.client().get_object(Bucket=bucket, Key=MANIFEST)["Body"].read())
