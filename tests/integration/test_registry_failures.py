@@ -8,7 +8,13 @@ from collections import Counter
 import pytest
 
 from tests.conftest import Repo
-from tests.integration.test_registry_release import TARGETS, blob_puts, receipt, summary
+from tests.integration.test_registry_release import (
+    TARGETS,
+    blob_puts,
+    pushes,
+    receipt,
+    summary,
+)
 from tests.servers.registry import (
     FlakyProxy,
     HungServer,
@@ -101,7 +107,7 @@ def test_registry_killed_mid_push_then_rerun_sends_only_what_is_missing(
     registry.start()
     before = registry.requests()  # the log file survives the restart
     rerun = repo.doit("release")
-    assert sorted(rerun.executed) == ["push-index", "push:esp32c6", "push:esp32h2"]
+    assert pushes(rerun.executed) == ["push-index", "push:esp32c6", "push:esp32h2"]
     sent = registry.requests()[len(before):]
     # esp32c6: its layer made it before the kill; only the config blob and manifest go
     c6_part = sent[:sent.index(next(r for r in sent if r.method == "PUT"

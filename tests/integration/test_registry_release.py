@@ -25,6 +25,11 @@ def receipt(repo: Repo, name: str) -> dict[str, Any]:
     return data
 
 
+def pushes(executed: list[str]) -> list[str]:
+    """The push tasks that ran, sorted (other tasks, e.g. the release manifest, left out)."""
+    return sorted(t for t in executed if t.startswith("push"))
+
+
 def summary(requests: list[Request]) -> Counter[str]:
     """``METHOD kind status`` counts, e.g. ``PUT manifest 201``."""
     return Counter(f"{r.method} {r.kind} {r.status}" for r in requests)
@@ -107,7 +112,7 @@ def test_one_target_change_sends_that_target_and_retags_the_others(
 
     repo.env["ESP32TASKS_FORCE"] = "1"
     forced = repo.doit("release")
-    assert forced.executed == ["push-index"]  # the images went out in the refused run
+    assert pushes(forced.executed) == ["push-index"]  # the images went in the refused run
     sent = registry.requests()[before:]
     second = sent[len(first):]
 
@@ -169,7 +174,7 @@ def test_env_registry_without_a_registry_table(repo: Repo, registry: RegistrySer
     repo.env["ESP32TASKS_REGISTRY"] = f"{registry.host}/ci/hello"
     repo.env["ESP32TASKS_REGISTRY_INSECURE"] = "1"
     run = repo.doit("release")
-    assert sorted(run.executed) == sorted([f"push:{t}" for t in TARGETS] + ["push-index"])
+    assert pushes(run.executed) == sorted([f"push:{t}" for t in TARGETS] + ["push-index"])
 
 
 def test_command_line_registry_overrides_env_and_file(
@@ -182,7 +187,7 @@ def test_command_line_registry_overrides_env_and_file(
     # a changed repository is a changed input: the pushes run again, to the new place
     repo.env["ESP32TASKS_REGISTRY"] = f"{registry.host}/other/hello"
     again = repo.doit("release")
-    assert sorted(again.executed) == sorted([f"push:{t}" for t in TARGETS] + ["push-index"])
+    assert pushes(again.executed) == sorted([f"push:{t}" for t in TARGETS] + ["push-index"])
 
 
 def test_bad_registry_override_is_a_config_error(repo: Repo) -> None:
