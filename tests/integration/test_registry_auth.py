@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from esp32tasks.plan import STATE_FILE
 from tests.conftest import Repo
 from tests.integration.test_registry_release import TARGETS, receipt
 from tests.servers.registry import PASSWORD, USER, RegistryServer, configure
@@ -87,12 +88,14 @@ def test_wrong_password_fails_at_once_and_leaks_nowhere(
                      f"{secure_registry.host} (401 to HEAD /v2/{PATH}/manifests/"
                      f"{receipt(repo, 'image-esp32c3')['tag']}); check the user and password"]
     assert [r.status for r in secure_registry.requests()] == [401]  # one request, no retry
+    state = repo.path / STATE_FILE
+    assert state.is_file()  # the doit state is among the files checked
+    files = sorted({p for p in (repo.path / "build").rglob("*") if p.is_file()} | {state})
     secrets = (WRONG.encode(), b64(f"{USER}:{WRONG}").encode())
     for secret in secrets:
         assert secret not in run.output.encode()
-        for path in [*(repo.path / "build").rglob("*"), repo.path / ".esp32tasks.sqlite3"]:
-            if path.is_file():
-                assert secret not in path.read_bytes(), path
+        for path in files:
+            assert secret not in path.read_bytes(), path
 
 
 def test_no_credentials_says_how_to_give_some(
