@@ -166,14 +166,15 @@ def upload(plan: Plan, step: Step) -> None:
     store = open_store(release.store, root)
     if manifest.guards(plan):  # never overwrite what another revision released
         manifest.check_release(store, plan, force=manifest.forced())
-    objects = []
+    objects, files = [], []
     for artifact in read_json(root / step.build_receipt)["artifacts"]:
         key = step.store_prefix + artifact["name"]
         path = root / artifact["path"]
         if sha256_file(path) != artifact["sha256"]:
             raise PublishError(f"{artifact['path']} changed after its build; run "
                                "`doit release` again")
-        store.put_file(key, path, artifact["sha256"])
+        files.append((key, path, artifact["sha256"]))
         objects.append({"key": key, "sha256": artifact["sha256"], "size": artifact["size"]})
+    store.put_files(files)
     write_json(root / step.upload_receipt, {"target": step.name, "store": store.describe(),
                                             "objects": objects})

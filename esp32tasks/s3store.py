@@ -19,7 +19,9 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ATTEMPTS",
+    "CONCURRENCY",
     "CONNECT_TIMEOUT",
     "MULTIPART_CHUNKSIZE",
     "MULTIPART_THRESHOLD",
@@ -65,6 +68,8 @@ READ_TIMEOUT: Final = 5.0
 #: Attempts per request, the first included (botocore "standard" mode: jittered backoff
 #: of at most 1 s before the second). Worst case for a silent server: 5 + 1 + 5 s.
 ATTEMPTS: Final = 2
+#: Objects of one target in flight at once (boto3's pool holds 10 connections).
+CONCURRENCY: Final = 8
 MULTIPART_THRESHOLD: Final = 16 * 1024 * 1024
 MULTIPART_CHUNKSIZE: Final = 8 * 1024 * 1024
 #: The metadata key (``x-amz-meta-sha256``) holding the whole object's SHA-256, hex.
@@ -105,6 +110,7 @@ class S3Store:
             max_concurrency=4)
         self._credential_source = credential_source
         self._bucket_created = False
+        self._lock = threading.Lock()
 
     @classmethod
     def from_config(cls, config: StoreConfig) -> S3Store:
@@ -155,6 +161,21 @@ class S3Store:
         self._with_bucket(upload)
         return True
 
+    def put_files(self, files: Sequence[tuple[str, Path, str]]) -> list[bool]:
+        """Several at a time: per object a HEAD and maybe a PUT, so latency, not bandwidth,
+        is what a release of small files waits for. The first error wins."""
+        if len(files) <= 1:
+            return [self.put_file(*f) for f in files]
+        with ThreadPoolExecutor(min(CONCURRENCY, len(files)),
+                                thread_name_prefix="s3-upload") as pool:
+            futures = [pool.submit(self.put_file, *f) for f in files]
+            try:
+                return [f.result() for f in futures]
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+
     def get_bytes(self, key: str) -> bytes | None:
         try:
             with self._errors(key, "GET"):
@@ -177,9 +198,11 @@ class S3Store:
         try:
             write()
         except StoreBucketMissing:
-            if not self.create_bucket or self._bucket_created:
+            if not self.create_bucket:
                 raise
-            self._create_bucket()
+            with self._lock:  # put_files writes from several threads
+                if not self._bucket_created:
+                    self._create_bucket()
             write()
 
     def _put(self, key: str, data: bytes, sha256: str) -> None:
@@ -194,12 +217,16 @@ class S3Store:
     def _create_bucket(self) -> None:
         region = self.client.meta.region_name
         with self._errors("", "CreateBucket"):
-            if region and region != "us-east-1":
-                self.client.create_bucket(
-                    Bucket=self.bucket,
-                    CreateBucketConfiguration={"LocationConstraint": region})  # type: ignore[typeddict-item]
-            else:
-                self.client.create_bucket(Bucket=self.bucket)
+            try:
+                if region and region != "us-east-1":
+                    self.client.create_bucket(
+                        Bucket=self.bucket,
+                        CreateBucketConfiguration={"LocationConstraint": region})  # type: ignore[typeddict-item]
+                else:
+                    self.client.create_bucket(Bucket=self.bucket)
+            except ClientError as exc:  # another runner was quicker: fine
+                if exc.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
+                    raise
         self._bucket_created = True
 
     @contextmanager

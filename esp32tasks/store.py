@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -46,6 +47,10 @@ class Store(Protocol):
         """Store the file unless ``key`` already holds ``sha256``; True when it was sent."""
         ...
 
+    def put_files(self, files: Sequence[tuple[str, Path, str]]) -> list[bool]:
+        """:meth:`put_file` for each ``(key, path, sha256)``, perhaps several at a time."""
+        ...
+
     def get_bytes(self, key: str) -> bytes | None:
         """The object's bytes, or None when there is none."""
         ...
@@ -77,6 +82,9 @@ class DirStore:
         shutil.copyfile(path, tmp)
         tmp.replace(target)
         return True
+
+    def put_files(self, files: Sequence[tuple[str, Path, str]]) -> list[bool]:
+        return [self.put_file(key, path, sha256) for key, path, sha256 in files]
 
     def get_bytes(self, key: str) -> bytes | None:
         try:
