@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Repo
+from tests.servers.registry import RegistryServer, configure
 from tests.servers.s3 import (
     ADMIN,
     Credentials,
@@ -328,3 +329,23 @@ def test_local_store_gets_the_same_manifest(repo: Repo) -> None:
         for artifact in manifest["targets"][target]["artifacts"]:
             data = (path.parent / artifact["path"]).read_bytes()
             assert hashlib.sha256(data).hexdigest() == artifact["sha256"]
+
+
+def test_with_a_registry_the_manifest_lists_every_pushed_tag_and_digest(
+        repo: Repo, s3_server: Seaweed, registry: RegistryServer) -> None:
+    bucket = s3_server.bucket(new_bucket())
+    repository = configure(repo, registry)
+    use_s3(repo, s3_server.endpoint, bucket)
+    run = repo.doit("release")
+    # written after every push, the index's included
+    assert run.executed.index("manifest") > run.executed.index("push-index")
+    manifest = check_bucket(s3_server, repo, bucket)
+    index = receipt(repo, "push-index")
+    assert manifest["registry"] == {"repository": repository,
+                                    "index": {"tag": "hello-1.0.0", "digest": index["digest"]}}
+    assert index["digest"] == manifest["index"]["digest"]
+    for target in TARGETS:
+        pushed = receipt(repo, f"push-{target}")
+        assert manifest["targets"][target]["registry"] == {
+            "repository": repository, "tag": pushed["tag"], "digest": pushed["digest"]}
+        assert registry.manifest("cloud-iot/hello", pushed["tag"])[0] == pushed["digest"]
