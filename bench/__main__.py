@@ -60,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     runs = 1 if args.quick else RUNS
     count = 1 if args.quick else args.max_size
+    skipped = "not run (--quick)" if args.quick else f"not run (--max-size {count})"
     started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     data: dict[str, Any] = {
         "mode": "quick" if args.quick else "full", "started": started,
@@ -73,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for i, (files, targets) in enumerate(SIZES):
                 if i >= count:
                     data["sizes"].append({"files": files, "targets": targets,
-                                          "skipped": "not run in this mode"})
+                                          "skipped": skipped})
                     continue
                 data["sizes"].append(run_size(Path(tmp) / f"s{i}", files, targets, runs))
             data["scaling"] = scaling(data["sizes"])
