@@ -52,11 +52,10 @@ def current_plan() -> plan.Plan:
     root = Path.cwd()
     try:
         release = config.load(root / CONFIG_FILE)
-        own = [plan.BUILD_DIR.as_posix(), plan.STATE_FILE, plan.STATE_FILE + "-journal",
-               CONFIG_FILE]
+        own = [plan.BUILD_DIR.as_posix()]
         if not release.store.is_s3:
             own.append(release.store.url)
-        git = gitinfo.read(root, release.project.app_dir, own)
+        git = gitinfo.read(root, release.project.app_dir, own, cache=root / plan.GIT_CACHE)
         return plan.expand(release, git)
     except Esp32TasksError as exc:
         raise fail(str(exc)) from None
@@ -166,7 +165,9 @@ def task_manifest() -> Task:
         "uptodate": [config_changed({
             "store": store.url, "endpoint": store.endpoint_url, "key": manifest.manifest_key(p),
             "git": [p.git.revision, p.git.commit_time, p.git.dirty], "pushed": pushed})],
-        "clean": [(_remove, (p.release.root / manifest.RECEIPT,))],
+        "clean": [(_remove, (p.release.root / manifest.RECEIPT,
+                             *([] if store.is_s3 else  # a remote store is never ours to clean
+                               [p.release.root / store.url / manifest.manifest_key(p)])))],
     }
 
 
