@@ -7,38 +7,19 @@ re-derived here.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ParamSpec
+from typing import Any
 
 from esp32tasks import builders, firmware, oci
 from esp32tasks.config import Release
-from esp32tasks.errors import Esp32TasksError, PublishError
-from esp32tasks.plan import Plan, Step
+from esp32tasks.errors import PublishError
+from esp32tasks.plan import Plan, Step, index_annotations
 from esp32tasks.receipts import read_json, remove, write_json
+from esp32tasks.reporting import reported
 from esp32tasks.runner import run
 from esp32tasks.store import open_store, sha256_file
 
-__all__ = ["build", "index", "tag", "upload"]
-
-_P = ParamSpec("_P")
-
-
-def reported(func: Callable[_P, None]) -> Callable[_P, Any]:
-    """Turn our errors into doit failures that print as one message, not a traceback."""
-
-    @functools.wraps(func)
-    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> Any:
-        from doit.exceptions import TaskFailed
-
-        try:
-            func(*args, **kwargs)
-        except Esp32TasksError as exc:
-            return TaskFailed(str(exc))
-        return None
-
-    return wrapper
+__all__ = ["build", "index", "reported", "tag", "upload"]
 
 
 def _rel(release: Release, path: Path) -> str:
@@ -112,23 +93,6 @@ def tag(release: Release, step: Step, oci_dir: str) -> None:
         "layer": image.layer.descriptor(),
         "firmware": firmware,
     })
-
-
-def index_annotations(plan: Plan) -> dict[str, str]:
-    """Per-commit facts live on the index, so per-target manifests stay content-only."""
-    project = plan.release.project
-    annotations = {
-        "org.opencontainers.image.version": project.version,
-        "org.opencontainers.image.revision": plan.git.revision,
-        "org.opencontainers.image.created": plan.git.commit_time,
-        "org.opencontainers.image.title": project.name,
-        "dev.esp32tasks.app-type": project.app_type,
-    }
-    if project.source:
-        annotations["org.opencontainers.image.source"] = project.source
-    if plan.git.dirty:
-        annotations["dev.esp32tasks.dirty"] = "true"
-    return annotations
 
 
 @reported

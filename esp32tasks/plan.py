@@ -12,7 +12,16 @@ from esp32tasks.config import Release, Target
 from esp32tasks.errors import ConfigError
 from esp32tasks.gitinfo import GitState
 
-__all__ = ["BUILD_DIR", "STATE_FILE", "Plan", "Step", "expand", "image_tag", "index_tag"]
+__all__ = [
+    "BUILD_DIR",
+    "STATE_FILE",
+    "Plan",
+    "Step",
+    "expand",
+    "image_tag",
+    "index_annotations",
+    "index_tag",
+]
 
 BUILD_DIR = PurePosixPath("build")
 RECEIPTS = BUILD_DIR / "receipts"
@@ -116,3 +125,20 @@ def expand(release: Release, git: GitState) -> Plan:
 
 def _under(app_dir: PurePosixPath, name: str) -> str:
     return (app_dir / name).as_posix()
+
+
+def index_annotations(plan: Plan) -> dict[str, str]:
+    """Per-commit facts live on the index, so per-target manifests stay content-only."""
+    project = plan.release.project
+    annotations = {
+        "org.opencontainers.image.version": project.version,
+        "org.opencontainers.image.revision": plan.git.revision,
+        "org.opencontainers.image.created": plan.git.commit_time,
+        "org.opencontainers.image.title": project.name,
+        "dev.esp32tasks.app-type": project.app_type,
+    }
+    if project.source:
+        annotations["org.opencontainers.image.source"] = project.source
+    if plan.git.dirty:
+        annotations["dev.esp32tasks.dirty"] = "true"
+    return annotations

@@ -8,6 +8,7 @@ release where nothing changed runs no action at all.
 from __future__ import annotations
 
 import functools
+import importlib
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 from doit.tools import config_changed
 
-from esp32tasks import actions, builders, config, gitinfo, manifest, plan
+from esp32tasks import builders, config, gitinfo, manifest, plan
 from esp32tasks.errors import Esp32TasksError
 from esp32tasks.pushtasks import release_deps, task_push, task_push_index, task_verify
 from esp32tasks.reporting import Reporter, fail
@@ -61,6 +62,11 @@ def current_plan() -> plan.Plan:
         raise fail(str(exc)) from None
 
 
+def _run(module: str, function: str, *args: Any) -> Any:
+    """Run ``esp32tasks.<module>.<function>``, imported only now: a no-op imports none."""
+    return getattr(importlib.import_module(f"esp32tasks.{module}"), function)(*args)
+
+
 def _rmtree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
@@ -83,7 +89,7 @@ def task_build() -> Iterator[Task]:
             "basename": "build",
             "name": step.name,
             "doc": f"build the app for {step.name} (chip {step.target.chip}) into {step.build_dir}",
-            "actions": [(actions.build, (release, step))],
+            "actions": [(_run, ("actions", "build", release, step))],
             "file_dep": [*step.sources, *toolchain],
             "targets": [*(f"{step.build_dir}/{n}" for n in builders.CONTRACT_FILES),
                         str(step.build_receipt), str(step.app_receipt)],
@@ -103,7 +109,7 @@ def task_tag() -> Iterator[Task]:
             "basename": "tag",
             "name": step.name,
             "doc": f"OCI image of {step.name}'s app, tagged {step.tag}",
-            "actions": [(actions.tag, (p.release, step, p.oci_dir.as_posix()))],
+            "actions": [(_run, ("actions", "tag", p.release, step, p.oci_dir.as_posix()))],
             "file_dep": [str(step.app_receipt)],
             "targets": [str(step.image_receipt)],
             "uptodate": [config_changed({"tag": step.tag, "layout": p.oci_dir.as_posix()})],
@@ -117,11 +123,11 @@ def task_index() -> Task:
     root = p.release.root
     return {
         "doc": f"OCI image index of all targets, tagged {p.index_tag}",
-        "actions": [(actions.index, (p,))],
+        "actions": [(_run, ("actions", "index", p))],
         "file_dep": [str(s.image_receipt) for s in p.steps],
         "targets": [str(p.index_receipt)],
         "uptodate": [config_changed({"tag": p.index_tag,
-                                     "annotations": actions.index_annotations(p)})],
+                                     "annotations": plan.index_annotations(p)})],
         "clean": [(_remove, (root / p.index_receipt,)), (_rmtree, (root / p.oci_dir,))],
     }
 
@@ -141,7 +147,7 @@ def task_upload() -> Iterator[Task]:
             "basename": "upload",
             "name": step.name,
             "doc": f"artifacts of {step.name} to {store.url}/{step.store_prefix}",
-            "actions": [(actions.upload, (p, step))],
+            "actions": [(_run, ("actions", "upload", p, step))],
             "file_dep": [str(step.build_receipt)],
             "targets": [str(step.upload_receipt)],
             "uptodate": [config_changed({"store": store.url, "endpoint": store.endpoint_url,
