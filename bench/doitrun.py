@@ -27,6 +27,9 @@ class Runner:
         env.update(self.extra_env)
         env["CC"] = str(self.cc.wrapper)
         env.pop("PYTHONPATH", None)
+        # As a user has it: modules load from cached bytecode (pip writes it at install;
+        # an editable install writes it on first import), for ours and the floor alike.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         return env
 
     def release(self, *args: str) -> Timed:

@@ -76,8 +76,7 @@ def _remove(*paths: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def task_build() -> Iterator[Task]:
-    """Build the app for each target (ESP-IDF's idf.py or the configured command)."""
+def _build_tasks() -> Iterator[Task]:
     p = current_plan()
     release = p.release
     root = release.root
@@ -99,8 +98,7 @@ def task_build() -> Iterator[Task]:
         }
 
 
-def task_tag() -> Iterator[Task]:
-    """Package each target's app binary as an OCI image in build/oci, tagged per commit."""
+def _tag_tasks() -> Iterator[Task]:
     p = current_plan()
     root = p.release.root
     yield {"basename": "tag", "name": None, "doc": task_tag.__doc__}
@@ -117,8 +115,7 @@ def task_tag() -> Iterator[Task]:
         }
 
 
-def task_index() -> Task:
-    """Combine every target's image into one OCI image index in build/oci."""
+def _index_tasks() -> Task:
     p = current_plan()
     root = p.release.root
     return {
@@ -132,8 +129,7 @@ def task_index() -> Task:
     }
 
 
-def task_upload() -> Iterator[Task]:
-    """Copy every build artifact of each target to the store."""
+def _upload_tasks() -> Iterator[Task]:
     p = current_plan()
     release = p.release
     root = release.root
@@ -156,8 +152,7 @@ def task_upload() -> Iterator[Task]:
         }
 
 
-def task_manifest() -> Task:
-    """Write release.json beside the targets in the store, last: its presence means complete."""
+def _manifest_tasks() -> Task:
     p = current_plan()
     store = p.release.store
     pushed = bool(release_deps())  # a registry is configured: push receipts go in, too
@@ -177,8 +172,7 @@ def task_manifest() -> Task:
     }
 
 
-def task_release() -> Task:
-    """Build, package, index and upload everything (the default task)."""
+def _release_tasks() -> Task:
     p = current_plan()
     return {
         "doc": task_release.__doc__,
@@ -186,3 +180,34 @@ def task_release() -> Task:
         "task_dep": ["index", *(f"upload:{s.name}" for s in p.steps), *release_deps(),
                      "manifest"],
     }
+
+
+# doit reads each task_* function's source to order them: keep these one-liners.
+def task_build() -> Iterator[Task]:
+    """Build the app for each target (ESP-IDF's idf.py or the configured command)."""
+    return _build_tasks()
+
+
+def task_tag() -> Iterator[Task]:
+    """Package each target's app binary as an OCI image in build/oci, tagged per commit."""
+    return _tag_tasks()
+
+
+def task_index() -> Task:
+    """Combine every target's image into one OCI image index in build/oci."""
+    return _index_tasks()
+
+
+def task_upload() -> Iterator[Task]:
+    """Copy every build artifact of each target to the store."""
+    return _upload_tasks()
+
+
+def task_manifest() -> Task:
+    """Write release.json beside the targets in the store, last: its presence means complete."""
+    return _manifest_tasks()
+
+
+def task_release() -> Task:
+    """Build, package, index and upload everything (the default task)."""
+    return _release_tasks()
