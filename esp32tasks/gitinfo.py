@@ -55,16 +55,17 @@ def read(root: Path, app_dir: PurePosixPath, ignore: Iterable[str],
     state, watched = _ask_git(root, app_dir, skip)
     if cache is not None:
         write_json(cache, {"version": _CACHE_VERSION, "key": key, "state": asdict(state),
-                           "stats": {p: _stat(root, p) for p in watched}})
+                           "stats": {p: _stat(str(root), p) for p in watched}})
     return state
 
 
 _CACHE_VERSION = 1
 
 
-def _stat(root: Path, path: str) -> list[int] | None:
+def _stat(root: str, path: str) -> list[int] | None:
     try:
-        st = (root / path).stat()
+        # os.path, not pathlib: this runs for every file on every no-op release
+        st = os.stat(os.path.join(root, path))  # noqa: PTH116, PTH118
     except OSError:
         return None
     return [st.st_mtime_ns, st.st_ctime_ns, st.st_size]
@@ -75,7 +76,8 @@ def _from_cache(cache: Path, root: Path, key: dict[str, Any]) -> GitState | None
         data = json.loads(cache.read_bytes())
         if data["version"] != _CACHE_VERSION or data["key"] != key:
             return None
-        if any(_stat(root, p) != v for p, v in data["stats"].items()):
+        base = str(root)
+        if any(_stat(base, p) != v for p, v in data["stats"].items()):
             return None
         state = data["state"]
         return GitState(revision=state["revision"], dirty=state["dirty"],
