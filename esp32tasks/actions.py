@@ -7,6 +7,7 @@ re-derived here.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -121,24 +122,61 @@ def index(plan: Plan) -> None:
 
 @reported
 def upload(plan: Plan, step: Step) -> None:
-    """Copy every artifact of the target to the store, skipping objects already there."""
+    """Copy every artifact of the target to the store, sending only what changed.
+
+    The previous receipt records each key's SHA-256 as we uploaded it to this store. When
+    this task runs because the build changed, it is trusted: an object whose SHA-256 did
+    not change gets no request at all, one whose SHA-256 changed is sent without a HEAD
+    first (the release check below covers overwriting another revision's release). When
+    nothing is known (no receipt, another store, endpoint or prefix) or the build did
+    not change (``doit forget upload:<t>``, ``-a``, a lost doit state: someone wants it
+    checked), every object is HEAD-checked and only what is missing or different is sent.
+    """
     from esp32tasks import manifest
 
     release = plan.release
     root = release.root
-    remove(root / step.upload_receipt)
+    receipt = root / step.upload_receipt
+    previous = _previous_receipt(receipt)
+    remove(receipt)
+    artifacts = read_json(root / step.build_receipt)["artifacts"]
+    built = sha256_file(root / step.build_receipt)
     store = open_store(release.store, root)
-    if manifest.guards(plan):  # never overwrite what another revision released
-        manifest.check_release(store, plan, force=manifest.forced())
+    where = {"store": store.describe(), "endpoint": release.store.endpoint_url or ""}
+    known = _known_objects(previous, where, built)
     objects, files = [], []
-    for artifact in read_json(root / step.build_receipt)["artifacts"]:
+    for artifact in artifacts:
         key = step.store_prefix + artifact["name"]
         path = root / artifact["path"]
         if sha256_file(path) != artifact["sha256"]:
             raise PublishError(f"{artifact['path']} changed after its build; run "
                                "`doit release` again")
-        files.append((key, path, artifact["sha256"]))
+        if known.get(key) != artifact["sha256"]:
+            files.append((key, path, artifact["sha256"]))
         objects.append({"key": key, "sha256": artifact["sha256"], "size": artifact["size"]})
-    store.put_files(files)
-    write_json(root / step.upload_receipt, {"target": step.name, "store": store.describe(),
-                                            "objects": objects})
+    if files and manifest.guards(plan):  # never overwrite what another revision released
+        manifest.check_release_once(store, plan, force=manifest.forced())
+    store.put_files(files, overwrite={key for key, _, _ in files if key in known})
+    write_json(receipt, {"target": step.name, **where, "build": built, "objects": objects})
+
+
+def _previous_receipt(path: Path) -> dict[str, Any] | None:
+    """The last upload's receipt, or None if there is none we can read."""
+    try:
+        value = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _known_objects(previous: dict[str, Any] | None, where: dict[str, str], built: str) -> \
+        dict[str, str]:
+    """key -> SHA-256 the store held after our last upload, when that can be trusted."""
+    if previous is None or any(previous.get(k) != v for k, v in where.items()):
+        return {}  # never uploaded there, as far as we know
+    if previous.get("build") in (None, built):
+        return {}  # the same build uploaded again: asked to re-check, so check
+    try:
+        return {str(o["key"]): str(o["sha256"]) for o in previous["objects"]}
+    except (KeyError, TypeError):
+        return {}

@@ -32,6 +32,7 @@ __all__ = [
     "MANIFEST_NAME",
     "RECEIPT",
     "check_release",
+    "check_release_once",
     "document",
     "encode",
     "forced",
@@ -151,6 +152,27 @@ def check_release(store: Store, plan: Plan, *, force: bool) -> bytes | None:
     return existing
 
 
+#: (manifest URL, endpoint, revision) already checked by this process.
+_checked: set[tuple[str, str, str]] = set()
+
+
+def check_release_once(store: Store, plan: Plan, *, force: bool) -> None:
+    """:func:`check_release` for the upload tasks: one GET per process, not per target.
+
+    Forced, there is nothing to check (every upload may overwrite). The answer is kept in
+    this process only, never in a receipt: a check from an earlier run cannot see a release
+    made since, and :func:`publish` checks again before it writes release.json.
+    """
+    if force:
+        return
+    token = (store.describe(manifest_key(plan)), plan.release.store.endpoint_url or "",
+             plan.git.revision)
+    if token in _checked:
+        return
+    check_release(store, plan, force=False)
+    _checked.add(token)
+
+
 def guards(plan: Plan) -> bool:
     """Released versions are immutable in S3; a local directory is a working copy."""
     return plan.release.store.is_s3
@@ -164,9 +186,12 @@ def publish(plan: Plan, pushed: bool) -> None:
     receipts = {path: read_json(root / path) for path in inputs(plan, pushed=pushed)}
     data = encode(document(plan, receipts, pushed=pushed))
     store = open_store(plan.release.store, root)
-    existing = check_release(store, plan, force=forced()) if guards(plan) else None
-    if existing != data:
-        store.put_bytes(manifest_key(plan), data)
+    key = manifest_key(plan)
+    if not guards(plan):
+        store.put_bytes(key, data)  # a local directory compares its own copy
+    elif forced() or check_release(store, plan, force=False) != data:
+        # we may overwrite whatever is there, or have just read other bytes there: no HEAD
+        store.put_bytes(key, data, check=False)
     write_atomic(root / RECEIPT, data)
 
 

@@ -20,7 +20,7 @@ import base64
 import functools
 import hashlib
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -139,10 +139,11 @@ class S3Store:
             return None
         return head.get("Metadata", {}).get(SHA256_META, "")
 
-    def put_file(self, key: str, path: Path, sha256: str) -> bool:
-        # "Already there" first (as twine does): a rerun after a crash, or a release whose
-        # other targets changed, sends one HEAD per unchanged object and nothing else.
-        if self.head_sha256(key) == sha256:
+    def put_file(self, key: str, path: Path, sha256: str, *, check: bool = True) -> bool:
+        # "Already there" first (as twine does), unless the caller knows the object holds
+        # other bytes: a rerun after a crash sends one HEAD per object already there and
+        # nothing else for it.
+        if check and self.head_sha256(key) == sha256:
             return False
         if path.stat().st_size < self.transfer.multipart_threshold:
             data = path.read_bytes()
@@ -161,14 +162,16 @@ class S3Store:
         self._with_bucket(upload)
         return True
 
-    def put_files(self, files: Sequence[tuple[str, Path, str]]) -> list[bool]:
-        """Several at a time: per object a HEAD and maybe a PUT, so latency, not bandwidth,
-        is what a release of small files waits for. The first error wins."""
+    def put_files(self, files: Sequence[tuple[str, Path, str]], *,
+                  overwrite: Collection[str] = ()) -> list[bool]:
+        """Several at a time: per object maybe a HEAD and maybe a PUT, so latency, not
+        bandwidth, is what a release of small files waits for. The first error wins."""
         if len(files) <= 1:
-            return [self.put_file(*f) for f in files]
+            return [self.put_file(k, p, s, check=k not in overwrite) for k, p, s in files]
         with ThreadPoolExecutor(min(CONCURRENCY, len(files)),
                                 thread_name_prefix="s3-upload") as pool:
-            futures = [pool.submit(self.put_file, *f) for f in files]
+            futures = [pool.submit(self.put_file, k, p, s, check=k not in overwrite)
+                       for k, p, s in files]
             try:
                 return [f.result() for f in futures]
             except BaseException:
@@ -184,9 +187,9 @@ class S3Store:
         except _NotFound:
             return None
 
-    def put_bytes(self, key: str, data: bytes) -> bool:
+    def put_bytes(self, key: str, data: bytes, *, check: bool = True) -> bool:
         sha256 = hashlib.sha256(data).hexdigest()
-        if self.head_sha256(key) == sha256:
+        if check and self.head_sha256(key) == sha256:
             return False
         self._with_bucket(lambda: self._put(key, data, sha256))
         return True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -43,20 +43,29 @@ class Store(Protocol):
         """Where ``key`` lives, for messages and receipts (never with credentials)."""
         ...
 
-    def put_file(self, key: str, path: Path, sha256: str) -> bool:
-        """Store the file unless ``key`` already holds ``sha256``; True when it was sent."""
+    def put_file(self, key: str, path: Path, sha256: str, *, check: bool = True) -> bool:
+        """Store the file unless ``key`` already holds ``sha256``; True when it was sent.
+
+        ``check=False``: the caller knows ``key`` holds other bytes (its last upload
+        receipt says so), so the file is sent without asking first.
+        """
         ...
 
-    def put_files(self, files: Sequence[tuple[str, Path, str]]) -> list[bool]:
-        """:meth:`put_file` for each ``(key, path, sha256)``, perhaps several at a time."""
+    def put_files(self, files: Sequence[tuple[str, Path, str]], *,
+                  overwrite: Collection[str] = ()) -> list[bool]:
+        """:meth:`put_file` for each ``(key, path, sha256)``, perhaps several at a time;
+        keys in ``overwrite`` with ``check=False``."""
         ...
 
     def get_bytes(self, key: str) -> bytes | None:
         """The object's bytes, or None when there is none."""
         ...
 
-    def put_bytes(self, key: str, data: bytes) -> bool:
-        """Store ``data`` unless ``key`` already holds the same bytes; True when sent."""
+    def put_bytes(self, key: str, data: bytes, *, check: bool = True) -> bool:
+        """Store ``data`` unless ``key`` already holds the same bytes; True when sent.
+
+        ``check=False``: send without asking (the caller has just read other bytes there).
+        """
         ...
 
 
@@ -73,8 +82,8 @@ class DirStore:
         path = self.root / key
         return path.is_file() and sha256_file(path) == sha256
 
-    def put_file(self, key: str, path: Path, sha256: str) -> bool:
-        if self._holds(key, sha256):
+    def put_file(self, key: str, path: Path, sha256: str, *, check: bool = True) -> bool:
+        if check and self._holds(key, sha256):
             return False
         target = self.root / key
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -83,8 +92,10 @@ class DirStore:
         tmp.replace(target)
         return True
 
-    def put_files(self, files: Sequence[tuple[str, Path, str]]) -> list[bool]:
-        return [self.put_file(key, path, sha256) for key, path, sha256 in files]
+    def put_files(self, files: Sequence[tuple[str, Path, str]], *,
+                  overwrite: Collection[str] = ()) -> list[bool]:
+        return [self.put_file(key, path, sha256, check=key not in overwrite)
+                for key, path, sha256 in files]
 
     def get_bytes(self, key: str) -> bytes | None:
         try:
@@ -92,8 +103,8 @@ class DirStore:
         except FileNotFoundError:
             return None
 
-    def put_bytes(self, key: str, data: bytes) -> bool:
-        if self._holds(key, hashlib.sha256(data).hexdigest()):
+    def put_bytes(self, key: str, data: bytes, *, check: bool = True) -> bool:
+        if check and self._holds(key, hashlib.sha256(data).hexdigest()):
             return False
         write_atomic(self.root / key, data)
         return True

@@ -128,9 +128,16 @@ def test_release_uploads_everything_then_a_noop_sends_no_request(
     puts = s3_proxy.writes()
     assert sorted(r.key for r in puts) == sorted([*expected_objects(repo), MANIFEST])
     assert all(r.method == "PUT" and r.status == 200 for r in puts)
-    # per object a HEAD and a PUT; per upload task a GET of release.json (is this version
-    # released from another commit?); the manifest: GET, HEAD, PUT
-    assert methods(s3_proxy.snapshot()) == {"GET": 3 + 1, "HEAD": 27 + 1, "PUT": 27 + 1}
+    # nothing known yet: per object a HEAD and a PUT; once per run, before the first
+    # upload, a GET of release.json (is this version released from another commit?); the
+    # manifest: GET (the same check, again, just before it writes) and PUT, no HEAD
+    sent = s3_proxy.snapshot()
+    objects = sorted(expected_objects(repo))
+    assert [(r.method, r.key) for r in sent[:1] + sent[-2:]] == \
+        [("GET", MANIFEST), ("GET", MANIFEST), ("PUT", MANIFEST)]
+    assert sorted((r.method, r.key) for r in sent[1:-2]) == \
+        sorted([*(("HEAD", k) for k in objects), *(("PUT", k) for k in objects)])
+    assert methods(sent) == {"GET": 1 + 1, "HEAD": 27, "PUT": 27 + 1}
 
     s3_proxy.clear()
     noop = repo.doit("release")
@@ -163,9 +170,12 @@ def test_one_target_change_writes_only_its_changed_objects_and_the_manifest(
     changed = {k for k in after if after[k] != before[k]}
     assert changed
     assert all("/esp32c6/" in k for k in changed)
-    assert sorted(r.key for r in s3_proxy.writes()) == sorted([*changed, MANIFEST])
-    assert methods(s3_proxy.snapshot()) == {"GET": 1 + 1, "HEAD": 9 + 1,
-                                            "PUT": len(changed) + 1}
+    # the last upload receipt says what the bucket holds: no request for an unchanged
+    # object, no HEAD before a changed one; the release check once, the manifest GET + PUT
+    sent = [(r.method, r.key) for r in s3_proxy.snapshot()]
+    assert sent[0] == ("GET", MANIFEST)
+    assert sorted(sent[1:-2]) == sorted(("PUT", k) for k in changed)
+    assert sent[-2:] == [("GET", MANIFEST), ("PUT", MANIFEST)]
     manifest = check_bucket(s3_server, repo, bucket)
     assert manifest["git"]["dirty"] is True
 
@@ -196,11 +206,41 @@ def test_a_version_released_from_another_commit_is_not_overwritten_unless_forced
         assert s3.head_object(Bucket=bucket, Key=key)["Metadata"]["sha256"] == sha
 
     repo.env["ESP32TASKS_FORCE"] = "1"
+    s3_proxy.clear()
     forced = repo.doit("release")
     assert "upload:esp32c6" in forced.executed
     after = expected_objects(repo)
     changed = {k for k in after if after[k] != before[k]}
-    assert sorted(r.key for r in s3_proxy.writes()) == sorted([*changed, MANIFEST])
+    # forced, nothing needs checking: no GET. The refused upload left no receipt, so
+    # esp32c6's objects are HEAD-checked again; release.json is sent without one.
+    sent = [(r.method, r.key) for r in s3_proxy.snapshot()]
+    assert sorted(sent[:-1]) == sorted([*(("HEAD", k) for k in after if "/esp32c6/" in k),
+                                        *(("PUT", k) for k in changed)])
+    assert sent[-1] == ("PUT", MANIFEST)
+    check_bucket(s3_server, repo, bucket)
+
+
+def test_an_object_deleted_behind_our_back_is_sent_again_after_forget(
+        repo: Repo, s3_server: Seaweed, s3_proxy: RecordingProxy) -> None:
+    """Upload receipts are trusted (a no-op release sends nothing); `doit forget upload:<t>`
+    makes the next release check each of the target's objects and send what is missing."""
+    bucket = s3_server.bucket(new_bucket())
+    use_s3(repo, s3_proxy.endpoint, bucket)
+    repo.doit("release")
+    objects = sorted(k for k in expected_objects(repo) if "/esp32c6/" in k)
+    gone = next(k for k in objects if k.endswith("/hello.bin"))
+    s3_server.client().delete_object(Bucket=bucket, Key=gone)
+
+    s3_proxy.clear()
+    assert repo.doit("release").executed == []
+    assert s3_proxy.snapshot() == []  # trusted: the receipt says it is there
+
+    repo.doit("forget", "upload:esp32c6")
+    run = repo.doit("release")
+    assert run.executed == ["upload:esp32c6"]  # the same receipt again: no new manifest
+    sent = [(r.method, r.key) for r in s3_proxy.snapshot()]
+    assert sent[0] == ("GET", MANIFEST)  # the release check
+    assert sorted(sent[1:]) == sorted([*(("HEAD", k) for k in objects), ("PUT", gone)])
     check_bucket(s3_server, repo, bucket)
 
 

@@ -188,3 +188,36 @@ def test_publish_writes_the_manifest_last_into_a_local_store(tmp_path: Path) -> 
     published = (tmp_path / "build/store/hello/hello-1.0.0/release.json").read_bytes()
     assert published == (tmp_path / manifest.RECEIPT).read_bytes()
     assert json.loads(published)["git"]["revision"] == REV
+
+
+class CountingStore(DirStore):
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.gets = 0
+
+    def get_bytes(self, key: str) -> bytes | None:
+        self.gets += 1
+        return super().get_bytes(key)
+
+
+def test_check_release_once_reads_release_json_once_per_process_and_revision(
+        tmp_path: Path) -> None:
+    plan = make_plan(tmp_path, revision="1" * 40)
+    store = CountingStore(tmp_path / "store")
+    manifest.check_release_once(store, plan, force=False)
+    manifest.check_release_once(store, plan, force=False)
+    assert store.gets == 1
+    manifest.check_release_once(store, make_plan(tmp_path, revision="2" * 40), force=False)
+    assert store.gets == 2
+    manifest.check_release_once(store, make_plan(tmp_path, revision="3" * 40), force=True)
+    assert store.gets == 2  # forced: nothing to check
+
+
+def test_check_release_once_refuses_until_the_conflict_is_gone(tmp_path: Path) -> None:
+    plan = make_plan(tmp_path, revision="4" * 40)
+    store = CountingStore(tmp_path / "store")
+    put_manifest(store, plan, revision=OTHER)
+    for _ in range(2):  # a refusal is not remembered
+        with pytest.raises(StoreReleaseConflict):
+            manifest.check_release_once(store, plan, force=False)
+    assert store.gets == 2
