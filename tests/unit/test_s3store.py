@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -147,3 +148,75 @@ def test_other_server_errors_are_one_line(stubbed: tuple[S3Store, Stubber]) -> N
         "S3 endpoint http://127.0.0.1:9 (bucket 'bucket'): GET "
         "s3://bucket/pre/fix/release.json failed: InternalError: We encountered an internal "
         "error")
+
+
+def test_put_file_unchecked_sends_without_a_head(
+        stubbed: tuple[S3Store, Stubber], tmp_path: Path) -> None:
+    store, stub = stubbed
+    path = tmp_path / "hello.bin"
+    path.write_bytes(b"fw2")
+    sha = hashlib.sha256(b"fw2").hexdigest()
+    stub.add_response("put_object", {}, {
+        "Bucket": "bucket", "Key": "pre/fix/t/hello.bin", "Body": b"fw2",
+        "ContentType": "application/octet-stream", "Metadata": {"sha256": sha},
+        "ChecksumSHA256": ANY})
+    assert store.put_files([("t/hello.bin", path, sha)], overwrite={"t/hello.bin"}) == [True]
+
+
+def test_put_bytes_unchecked_sends_without_a_head(stubbed: tuple[S3Store, Stubber]) -> None:
+    store, stub = stubbed
+    stub.add_response("put_object", {}, {
+        "Bucket": "bucket", "Key": "pre/fix/release.json", "Body": b"{}",
+        "ContentType": "application/json", "Metadata": ANY, "ChecksumSHA256": ANY})
+    assert store.put_bytes("release.json", b"{}", check=False)
+
+
+def sent_headers(monkeypatch: pytest.MonkeyPatch, bucket: str,
+                 call: Callable[[S3Store], object]) -> dict[str, str]:
+    """The headers our configured client puts on the wire for ``call`` (no socket opened)."""
+    from botocore.awsrequest import AWSResponse, HTTPHeaders
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "AKUNIT", "AWS_SECRET_ACCESS_KEY": SECRET,
+                        "AWS_CONFIG_FILE": os.devnull,
+                        "AWS_SHARED_CREDENTIALS_FILE": os.devnull}.items():
+        monkeypatch.setenv(name, value)
+    store = S3Store.from_config(StoreConfig(url=f"s3://{bucket}/p",
+                                            endpoint_url="http://127.0.0.1:9"))
+    seen: dict[str, str] = {}
+
+    def answer(request: Any, **_: Any) -> AWSResponse:
+        seen.update({k: v.decode() if isinstance(v, bytes) else v
+                     for k, v in request.headers.items()})
+
+        class Raw:
+            def stream(self, **_: Any) -> Iterator[bytes]:
+                yield b""
+
+        return AWSResponse(request.url, 200, HTTPHeaders(), Raw())
+
+    events: Any = store.client.meta.events  # the stubs expect handlers to return None
+    events.register_first("before-send.s3", answer)
+    call(store)
+    return seen
+
+
+def test_a_put_carries_no_telemetry_and_no_second_payload_hash(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    headers = sent_headers(monkeypatch, "unit-headers-put",
+                           lambda s: s.put_bytes("k.json", b"{}", check=False))
+    assert "Expect" not in headers
+    assert not {h for h in headers if h.lower().startswith("amz-sdk-")}
+    assert headers["User-Agent"].startswith("esp32tasks/")
+    assert len(headers["User-Agent"]) < 40
+    # the body's integrity is signed through its checksum header, not hashed twice
+    assert headers["X-Amz-Content-SHA256"] == "UNSIGNED-PAYLOAD"
+    signed = headers["Authorization"].split("SignedHeaders=", 1)[1].split(",", 1)[0]
+    assert "x-amz-checksum-sha256" in signed.split(";")
+    assert SECRET not in str(headers)
+
+
+def test_a_body_without_a_signed_checksum_keeps_its_payload_hash(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    headers = sent_headers(monkeypatch, "unit-headers-bucket", lambda s: s._create_bucket())
+    assert headers["X-Amz-Content-SHA256"] != "UNSIGNED-PAYLOAD"
+    assert len(headers["X-Amz-Content-SHA256"]) == 64
