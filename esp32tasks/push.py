@@ -4,13 +4,26 @@ Order: each target's blobs, then its manifest under its tag (``push:<target>``),
 index (``push-index``), which distribution rejects until its children are there. Every
 action removes its receipt first and writes it last, so a failed or killed push is re-run.
 
-What is sent, per image (each check saves more than it costs):
+What is sent for an image depends on what our previous push receipt of that target
+(``build/receipts/push-<target>.json``) says about the same repository:
 
-1. HEAD the tag: already our digest, so nothing to send (a rerun after a lost doit state);
-2. HEAD the manifest by digest: present, so its blobs are too (the registry checks them
-   on PUT): a re-tag under a new commit sends no blob;
-3. otherwise each blob: HEAD, and POST + PUT if missing (oras-py's ``upload_blob``);
-4. PUT the manifest under the tag.
+- **It knows the repository** (the common case: a new commit). The receipt lists the
+  digests our pushes put there. A manifest among them is re-tagged with one PUT; blobs
+  among them are not sent; other blobs are new content (their digests are hashes of bytes
+  we never pushed there) and go up without asking first (POST + PUT, concurrently).
+  The per-commit tag is not HEADed: see :func:`_send_known`.
+- **It does not** (first push, receipt missing after a failed push or a lost ``build/``,
+  another repository): HEAD the tag (already ours: nothing to send; another digest:
+  refused unless it may be overwritten), then each blob concurrently: HEAD, and POST + PUT
+  when missing; then PUT the manifest.
+
+Either way the manifest PUT is the proof: distribution refuses it with
+``MANIFEST_BLOB_UNKNOWN`` when a blob is missing (deleted behind our back: garbage
+collection, a retention policy, a wiped registry), and then every blob is HEADed and
+the missing ones sent before the PUT is repeated.
+
+The index tag is the released version: it is always HEADed before its PUT (immutable
+unless forced). Its children are there (each push task's PUT succeeded).
 """
 
 from __future__ import annotations
@@ -23,10 +36,10 @@ from typing import Any
 from esp32tasks import oci
 from esp32tasks.actions import reported
 from esp32tasks.config import RegistryConfig
-from esp32tasks.errors import PublishError, ReleaseRefused
+from esp32tasks.errors import PublishError, RegistryError, ReleaseRefused
 from esp32tasks.plan import Plan, Step
 from esp32tasks.receipts import read_json, remove, write_json
-from esp32tasks.registry import ENV_ALLOW_DIRTY, ENV_FORCE, Client
+from esp32tasks.registry import ENV_ALLOW_DIRTY, ENV_FORCE, BlobsMissing, Client
 
 __all__ = ["INDEX_RECEIPT", "push_image", "push_index", "push_receipt"]
 
@@ -46,9 +59,9 @@ def check_clean(plan: Plan, config: RegistryConfig, what: str) -> None:
             "the tags then end in -dirty")
 
 
-def _immutable(config: RegistryConfig, tag: str, current: str, ours: str,
-               released_by: str | None = None) -> ReleaseRefused:
-    by = f" (released from commit {released_by[:7]})" if released_by else ""
+def _immutable(config: RegistryConfig, tag: str, current: str, ours: str, *,
+               released_by: str | None = None, note: str = "") -> ReleaseRefused:
+    by = f" (released from commit {released_by[:7]})" if released_by else note
     return ReleaseRefused(
         f"{config.repository}:{tag} already points at {current}{by}, not at this build's "
         f"{ours}; released versions are immutable: bump [project] version, or overwrite "
@@ -59,21 +72,103 @@ def _may_overwrite(config: RegistryConfig, tag: str) -> bool:
     return config.force or tag.endswith("-dirty")
 
 
-def send_image(client: Client, layout: oci.Layout, image: Mapping[str, Any]) -> None:
-    """Make ``image['tag']`` point at ``image['manifest']``, sending only what is missing."""
+#: How many digests a push receipt remembers (about 16 images: manifest, config, layer).
+REMEMBERED = 48
+
+
+def _known(previous: Any, repository: str) -> list[str] | None:
+    """Digests our pushes put in ``repository``, newest first, if the receipt says."""
+    if not isinstance(previous, dict) or previous.get("repository") != repository:
+        return None
+    pushed = previous.get("pushed")
+    if isinstance(pushed, list) and all(isinstance(d, str) for d in pushed):
+        return list(pushed)
+    digest = previous.get("digest")  # a receipt from before "pushed" existed
+    return [digest] if isinstance(digest, str) else None
+
+
+def _blobs(image: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [image["layer"], image["config"]]
+
+
+def _upload(client: Client, layout: oci.Layout, descriptor: Mapping[str, Any]) -> None:
+    digest = descriptor["digest"]
+    if not layout.has_blob(digest):
+        layout.read_blob(digest)  # raises the message that says how to rebuild the layout
+    try:
+        client.upload_blob(layout.blob_path(digest), descriptor)
+    except RegistryError:
+        layout.read_blob(digest)  # a corrupt local blob is the likelier story: say so
+        raise
+
+
+def _send_missing(client: Client, layout: oci.Layout,
+                  blobs: list[Mapping[str, Any]]) -> None:
+    """HEAD each blob and send the missing ones, blobs side by side."""
+    def one(descriptor: Mapping[str, Any]) -> None:
+        if not client.has_blob(descriptor["digest"]):
+            _upload(client, layout, descriptor)
+
+    client.parallel(one, blobs)
+
+
+def _put_manifest(client: Client, layout: oci.Layout, image: Mapping[str, Any],
+                  manifest: oci.Blob, checked: list[Mapping[str, Any]]) -> None:
+    """PUT the manifest; if the registry lacks blobs we did not check, check and retry."""
+    try:
+        client.put_manifest(image["tag"], manifest)
+    except BlobsMissing:
+        unchecked = [b for b in _blobs(image) if b not in checked]
+        if not unchecked:
+            raise
+        _send_missing(client, layout, unchecked)
+        client.put_manifest(image["tag"], manifest)
+
+
+def _send_known(client: Client, layout: oci.Layout, image: Mapping[str, Any],
+                manifest: oci.Blob, *, previous: Mapping[str, Any], known: list[str]) -> None:
     tag, digest = image["tag"], image["manifest"]["digest"]
+    # The per-commit tag is not HEADed. If it is the tag of our last push, the receipt says
+    # what it points at, and moving a clean tag to other bytes is refused right here. If it
+    # is not (a new commit), we never pushed it, and it carries a commit nobody had pushed
+    # from here: a clean per-commit tag names the commit's content, which is what we send.
+    # Someone else may have pushed that commit (another machine without our receipts would
+    # HEAD it); at worst the tag moves to this build of the same commit. The released
+    # version is the index tag, which push-index always checks before moving it.
+    if previous.get("tag") == tag and previous.get("digest") != digest \
+            and not _may_overwrite(client.config, tag):
+        raise _immutable(client.config, tag, str(previous.get("digest")), digest,
+                         note=" (our last push)")
+    unknown = [] if digest in known else [b for b in _blobs(image) if b["digest"] not in known]
+    client.parallel(lambda b: _upload(client, layout, b), unknown)
+    _put_manifest(client, layout, image, manifest, checked=unknown)
+
+
+def send_image(client: Client, layout: oci.Layout, image: Mapping[str, Any],
+               previous: Any = None) -> None:
+    """Make ``image['tag']`` point at ``image['manifest']``, sending only what is missing.
+
+    ``previous``: our last push receipt of this target (or None).
+    """
+    tag, digest = image["tag"], image["manifest"]["digest"]
+    manifest = oci.Blob(oci.MANIFEST_MEDIA_TYPE, layout.read_blob(digest))
+    known = _known(previous, client.config.repository)
+    if known is not None:
+        _send_known(client, layout, image, manifest, previous=previous, known=known)
+        return
     current = client.manifest_digest(tag)
     if current == digest:
         return
     if current is not None and not _may_overwrite(client.config, tag):
         raise _immutable(client.config, tag, current, digest)
-    if client.manifest_digest(digest) is None:
-        for descriptor in (image["layer"], image["config"]):
-            path = layout.blob_path(descriptor["digest"])
-            layout.read_blob(descriptor["digest"])  # checks it is whole before sending
-            client.push_blob(path, descriptor)
-    manifest = oci.Blob(oci.MANIFEST_MEDIA_TYPE, layout.read_blob(digest))
-    client.put_manifest(tag, manifest)
+    _send_missing(client, layout, _blobs(image))
+    _put_manifest(client, layout, image, manifest, checked=_blobs(image))
+
+
+def _remembered(image: Mapping[str, Any], known: list[str] | None) -> list[str]:
+    """The receipt's ``pushed``: this image's digests, then older ones, newest first."""
+    ours = [image["manifest"]["digest"], *(b["digest"] for b in _blobs(image))]
+    return list(dict.fromkeys([*ours, *(known or [])]))[:REMEMBERED]
 
 
 @reported
@@ -81,16 +176,26 @@ def push_image(plan: Plan, step: Step, config: RegistryConfig) -> None:
     """``push:<target>``: the target's image under its per-commit tag."""
     root = plan.release.root
     receipt = root / push_receipt(step)
+    previous = _previous(receipt)
     remove(receipt)
     check_clean(plan, config, f"{step.name}'s image")
     image = read_json(root / step.image_receipt)
     if image["tag"] != step.tag:
         raise PublishError(f"{step.image_receipt} is for tag {image['tag']}, not {step.tag}; "
                            "run `doit release` to re-tag")
-    client = Client(config, root, os.environ)
-    send_image(client, oci.Layout(root / plan.oci_dir), image)
+    client = Client.shared(config, root, os.environ)
+    send_image(client, oci.Layout(root / plan.oci_dir), image, previous)
     write_json(receipt, {"target": step.name, "repository": config.repository,
-                         "tag": image["tag"], "digest": image["manifest"]["digest"]})
+                         "tag": image["tag"], "digest": image["manifest"]["digest"],
+                         "pushed": _remembered(image, _known(previous, config.repository))})
+
+
+def _previous(receipt: Path) -> Any:
+    """The last push receipt, or None: unreadable means unknown, never an error."""
+    try:
+        return read_json(receipt)
+    except PublishError:
+        return None
 
 
 @reported
@@ -107,12 +212,12 @@ def push_index(plan: Plan, config: RegistryConfig) -> None:
             raise PublishError(f"{push_receipt(step)} does not match {plan.index_receipt}; "
                                "run `doit release` again")
     tag, digest = index["tag"], index["index"]["digest"]
-    client = Client(config, root, os.environ)
+    client = Client.shared(config, root, os.environ)
     current = client.manifest_digest(tag)
     if current != digest:
         if current is not None and not config.force:
             released_by = _revision(client, tag)
-            raise _immutable(config, tag, current, digest, released_by)
+            raise _immutable(config, tag, current, digest, released_by=released_by)
         blob = oci.Blob(oci.INDEX_MEDIA_TYPE, oci.Layout(root / plan.oci_dir).read_blob(digest))
         client.put_manifest(tag, blob)
     write_json(receipt, {"repository": config.repository, "tag": tag, "digest": digest,

@@ -4,15 +4,18 @@
 task generation calls it). :class:`Client` talks to the registry through oras-py (see
 :mod:`esp32tasks.oras_transport` for the timeout, retry and auth policy); it is created
 only inside actions, so a no-op release imports neither oras-py nor requests.
+:meth:`Client.shared` hands every push task of one run the same client: one credential
+lookup and one keep-alive connection for the whole release.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
 
 from esp32tasks import dockercreds, oci
 from esp32tasks.config import _REPOSITORY, RegistryConfig
@@ -21,7 +24,7 @@ from esp32tasks.errors import ConfigError, RegistryError
 if TYPE_CHECKING:
     from esp32tasks.oras_transport import Transport
 
-__all__ = ["ENV_ALLOW_DIRTY", "ENV_FORCE", "ENV_REGISTRY", "Client", "resolve"]
+__all__ = ["ENV_ALLOW_DIRTY", "ENV_FORCE", "ENV_REGISTRY", "BlobsMissing", "Client", "resolve"]
 
 ENV_REGISTRY: Final = "ESP32TASKS_REGISTRY"
 ENV_INSECURE: Final = "ESP32TASKS_REGISTRY_INSECURE"
@@ -31,6 +34,16 @@ ENV_FORCE: Final = "ESP32TASKS_FORCE"
 ACCEPT: Final = f"{oci.INDEX_MEDIA_TYPE}, {oci.MANIFEST_MEDIA_TYPE}"
 _TRUE: Final = ("1", "true", "yes", "on")
 _FALSE: Final = ("", "0", "false", "no", "off")
+#: What distribution (and registries built on it) answer to a manifest PUT whose blobs or
+#: child manifests it does not have.
+_BLOB_UNKNOWN: Final = frozenset({"MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN"})
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class BlobsMissing(RegistryError):
+    """A manifest PUT was refused because the registry lacks some of its blobs."""
 
 
 def _flag(environ: Mapping[str, str], name: str) -> bool | None:
@@ -76,6 +89,20 @@ def resolve(config: RegistryConfig | None, environ: Mapping[str, str] | None = N
 class Client:
     """One repository in one registry. Every method is one or two requests, no more."""
 
+    _shared: ClassVar[dict[tuple[RegistryConfig, Path], Client]] = {}
+    _shared_lock: ClassVar = threading.Lock()
+
+    @classmethod
+    def shared(cls, config: RegistryConfig, root: Path,
+               environ: Mapping[str, str] | None = None) -> Client:
+        """The client of this process for ``config``: tasks of one doit run share its
+        credentials and its keep-alive connections (``environ`` is read the first time)."""
+        with cls._shared_lock:
+            client = cls._shared.get((config, root))
+            if client is None:
+                client = cls._shared[(config, root)] = cls(config, root, environ)
+            return client
+
     def __init__(self, config: RegistryConfig, root: Path,
                  environ: Mapping[str, str] | None = None) -> None:
         from esp32tasks.oras_transport import Transport
@@ -102,16 +129,12 @@ class Client:
     def requests_sent(self) -> int:
         return int(self.transport.requests_sent)
 
-    def _fail(self, what: str, response: Any) -> RegistryError:
-        detail = ""
-        try:
-            errors = response.json().get("errors") or []
-            detail = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors[:3])
-        except (ValueError, AttributeError):
-            pass
-        return RegistryError(f"registry {self.config.host} refused {what}: "
-                             f"{response.status_code} {response.reason}"
-                             + (f" ({detail})" if detail else ""))
+    def _fail(self, what: str, response: Any,
+              kind: type[RegistryError] = RegistryError) -> RegistryError:
+        detail = "; ".join(f"{code}: {message}" for code, message in _errors(response)[:3])
+        return kind(f"registry {self.config.host} refused {what}: "
+                    f"{response.status_code} {response.reason}"
+                    + (f" ({detail})" if detail else ""))
 
     def manifest_digest(self, reference: str) -> str | None:
         """The digest ``reference`` (tag or digest) resolves to, or None when it is absent."""
@@ -142,27 +165,78 @@ class Client:
         return digest, data
 
     def put_manifest(self, reference: str, blob: oci.Blob) -> None:
-        """PUT the exact bytes (never re-serialised) with their media type."""
+        """PUT the exact bytes (never re-serialised) with their media type.
+
+        Raises :class:`BlobsMissing` when the registry lacks a blob the manifest names (or a
+        child manifest of an index): distribution checks every one before it stores a
+        manifest, so a PUT that succeeds proves they are all there.
+        """
         response = self.transport.do_request(
             f"{self.base}/manifests/{reference}", "PUT", data=blob.data,
             headers={"Content-Type": blob.media_type})
         if response.status_code not in (200, 201):
-            raise self._fail(f"PUT of manifest {reference}", response)
+            missing = response.status_code == 400 and any(
+                code in _BLOB_UNKNOWN for code, _ in _errors(response))
+            raise self._fail(f"PUT of manifest {reference}", response,
+                             BlobsMissing if missing else RegistryError)
         served = response.headers.get("Docker-Content-Digest")
         if served and served != blob.digest:
             raise RegistryError(f"registry {self.config.host} stored {reference} as {served}, "
                                 f"not {blob.digest}: it rewrote the manifest")
 
-    def push_blob(self, path: Path, descriptor: Mapping[str, Any]) -> None:
-        """Upload a blob unless the registry has it (oras-py HEADs first, then POST + PUT)."""
+    def has_blob(self, digest: str) -> bool:
+        """One HEAD: does the repository hold this blob?"""
+        response = self.transport.do_request(f"{self.base}/blobs/{digest}", "HEAD")
+        if response.status_code == 404:
+            return False
+        if response.status_code != 200:
+            raise self._fail(f"HEAD of blob {digest}", response)
+        return True
+
+    def upload_blob(self, path: Path, descriptor: Mapping[str, Any]) -> None:
+        """POST + PUT (oras-py's ``put_upload``), without asking first whether it is there.
+
+        The file is read once, here; the registry checks its digest as it commits the upload.
+        """
         layer = {"digest": descriptor["digest"], "size": descriptor["size"],
                  "mediaType": descriptor["mediaType"]}
-        response = self.transport.upload_blob(str(path), self.config.repository, layer)
+        container = self.transport.get_container(self.config.repository)
+        try:
+            response = self.transport.put_upload(str(path), container, layer)
+        except ValueError:  # oras-py: the POST's answer had no upload location
+            raise RegistryError(f"registry {self.config.host} did not start an upload for "
+                                f"blob {descriptor['digest']} (no Location in its answer to "
+                                f"POST /v2/{self.config.path}/blobs/uploads/)") from None
         if response.status_code not in (200, 201, 202):
             raise self._fail(f"upload of blob {descriptor['digest']}", response)
+
+    def parallel(self, function: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        """``function`` over ``items`` on up to ``POOL_SIZE`` connections; results in order.
+
+        The first item's error wins, so a failure reads the same however threads interleave.
+        """
+        from esp32tasks.oras_transport import POOL_SIZE
+
+        todo = list(items)
+        if len(todo) <= 1:
+            return [function(item) for item in todo]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(POOL_SIZE, len(todo))) as pool:
+            futures = [pool.submit(function, item) for item in todo]
+        return [future.result() for future in futures]
 
     def get_blob(self, digest: str) -> bytes:
         response = self.transport.do_request(f"{self.base}/blobs/{digest}", "GET")
         if response.status_code != 200:
             raise self._fail(f"GET of blob {digest}", response)
         return bytes(response.content)
+
+
+def _errors(response: Any) -> list[tuple[str, str]]:
+    """``(code, message)`` of each error in a registry's JSON answer (none if not JSON)."""
+    try:
+        errors = response.json().get("errors") or []
+        return [(str(e.get("code")), str(e.get("message"))) for e in errors]
+    except (ValueError, AttributeError):
+        return []

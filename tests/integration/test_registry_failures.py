@@ -11,9 +11,11 @@ from tests.conftest import Repo
 from tests.integration.test_registry_release import (
     TARGETS,
     blob_puts,
+    exact,
     pushes,
     receipt,
     summary,
+    uploads,
 )
 from tests.servers.registry import (
     FlakyProxy,
@@ -83,11 +85,14 @@ def test_registry_killed_mid_push_then_rerun_sends_only_what_is_missing(
     configure(repo, flaky_proxy)
     built(repo)
     c6 = receipt(repo, "image-esp32c6")
+    layer_put = c6["layer"]["digest"].replace(":", "%3A")
     config_put = c6["config"]["digest"].replace(":", "%3A")
 
     def kill_on_second_blob_of_c6(method: str, path: str) -> None:
-        # esp32c6's layer is in; the registry dies as its config blob is being sent
+        # the registry dies as esp32c6's config blob is being sent, once its layer is in
+        # (the two go up side by side: wait for the layer's answer, not for luck)
         if method == "PUT" and config_put in path:
+            flaky_proxy.wait_answered(lambda m, p, s: m == "PUT" and layer_put in p)
             registry.kill()
 
     flaky_proxy.on_request = kill_on_second_blob_of_c6
@@ -113,7 +118,7 @@ def test_registry_killed_mid_push_then_rerun_sends_only_what_is_missing(
     c6_part = sent[:sent.index(next(r for r in sent if r.method == "PUT"
                                     and r.path.endswith(f"/manifests/{c6['tag']}"))) + 1]
     assert summary(c6_part) == Counter([
-        "HEAD manifest 404", "HEAD manifest 404",  # tag, then the manifest by digest
+        "HEAD manifest 404",  # the tag: no receipt says what is there
         "HEAD blob 200",  # the layer: already there, not sent again
         "HEAD blob 404", "POST upload 202", "PUT upload 201",  # the config
         "PUT manifest 201"]), "\n".join(map(str, c6_part))
@@ -153,3 +158,38 @@ def test_persistent_503_gives_up_within_30_s(repo: Repo, registry: RegistryServe
                            "Service Unavailable to HEAD /v2/cloud-iot/hello/manifests/")
     assert "4 times over" in line
     assert registry.requests() == []
+
+
+def test_blobs_deleted_behind_our_back_are_sent_again(
+        repo: Repo, registry: RegistryServer) -> None:
+    configure(repo, registry)
+    repo.doit("release")
+    c3 = receipt(repo, "image-esp32c3")
+    for kind in ("layer", "config"):  # garbage collection, a wiped disk, a retention policy
+        registry.delete_blob(c3[kind]["digest"])
+    repo.write("NOTES.md", "a commit that changes no firmware\n")
+    repo.commit("notes")
+    repo.env["ESP32TASKS_FORCE"] = "1"  # the index names the new commit
+    before = len(registry.requests())
+    run = repo.doit("release")
+    assert pushes(run.executed) == sorted([f"push:{t}" for t in TARGETS] + ["push-index"])
+    sent = registry.requests()[before:]
+    tag = receipt(repo, "image-esp32c3")["tag"]
+    assert receipt(repo, "image-esp32c3")["manifest"] == c3["manifest"]  # a re-tag
+    path = "/v2/cloud-iot/hello"
+    got = exact(sent)
+    # the receipt says the manifest is there: PUT it under the new tag; the registry
+    # refuses (MANIFEST_BLOB_UNKNOWN); every blob is checked and the missing ones sent
+    assert got[:1] == [f"PUT {path}/manifests/{tag} 400"], "\n".join(got)
+    assert sorted(got[1:7]) == sorted([f"HEAD {path}/blobs/{c3['layer']['digest']} 404",
+                                       f"HEAD {path}/blobs/{c3['config']['digest']} 404",
+                                       *uploads(c3["layer"]["digest"],
+                                                c3["config"]["digest"])]), "\n".join(got)
+    assert got[7:] == [
+        f"PUT {path}/manifests/{tag} 201",
+        *(f"PUT {path}/manifests/{receipt(repo, f'image-{t}')['tag']} 201"
+          for t in ("esp32c6", "esp32h2")),
+        f"HEAD {path}/manifests/hello-1.0.0 200",
+        f"PUT {path}/manifests/hello-1.0.0 201"], "\n".join(got)
+    assert blob_puts(sent) == {c3["layer"]["digest"], c3["config"]["digest"]}
+    repo.doit("verify")  # served as esp32-flashjob resolves it, firmware bytes included

@@ -42,11 +42,30 @@ def blob_puts(requests: list[Request]) -> set[str]:
 
 
 def full_image(status_tag: int = 404) -> Counter[str]:
-    """A new image: tag and manifest checks, two blobs checked and sent, the manifest PUT."""
-    return Counter([f"HEAD manifest {status_tag}", "HEAD manifest 404",
+    """A new image, no receipt: the tag checked, two blobs checked and sent, the manifest PUT."""
+    return Counter([f"HEAD manifest {status_tag}",
                     "HEAD blob 404", "POST upload 202", "PUT upload 201",
                     "HEAD blob 404", "POST upload 202", "PUT upload 201",
                     "PUT manifest 201"])
+
+
+def exact(requests: list[Request]) -> list[str]:
+    """``METHOD path status``, upload sessions reduced to the digest they commit."""
+    out = []
+    for r in requests:
+        path = r.path
+        if r.kind == "upload":
+            path = path.split("/uploads/")[0] + "/uploads/" + (
+                "?digest=" + path.split("digest=")[1].replace("%3A", ":")
+                if "digest=" in path else "")
+        out.append(f"{r.method} {path} {r.status}")
+    return out
+
+
+def uploads(*digests: str) -> list[str]:
+    """Blob uploads side by side (POST, then PUT each), sorted: threads interleave them."""
+    return sorted([f"POST /v2/{PATH}/blobs/uploads/ 202"] * len(digests)
+                  + [f"PUT /v2/{PATH}/blobs/uploads/?digest={d} 201" for d in digests])
 
 
 def test_release_pushes_everything_then_a_noop_sends_nothing(
@@ -117,19 +136,60 @@ def test_one_target_change_sends_that_target_and_retags_the_others(
     second = sent[len(first):]
 
     changed = receipt(repo, "image-esp32c6")
-    expected = full_image()
-    for _ in ("esp32c3", "esp32h2"):  # re-tag: the manifest is there, so no blob is checked
-        expected += Counter({"HEAD manifest 404": 1, "HEAD manifest 200": 1,
-                             "PUT manifest 201": 1})
-    # refused run: HEAD of the index tag, then one GET to name the commit it came from
-    expected += Counter({"HEAD manifest 200": 1, "GET manifest 200": 1})
-    assert summary(first) == expected, "\n".join(map(str, first))
-    assert blob_puts(first) == {changed["layer"]["digest"], changed["config"]["digest"]}
+    tags = {t: receipt(repo, f"image-{t}")["tag"] for t in TARGETS}
+    manifests = f"PUT /v2/{PATH}/manifests/"
+    # the receipts know the repository: the unchanged targets are re-tagged with one PUT each
+    # (the registry checks their blobs), the changed one's new blobs go up without a HEAD
+    got = exact(first)
+    assert got[:1] == [f"{manifests}{tags['esp32c3']} 201"], "\n".join(got)
+    assert sorted(got[1:5]) == uploads(changed["layer"]["digest"], changed["config"]["digest"])
+    assert got[5:] == [
+        f"{manifests}{tags['esp32c6']} 201",
+        f"{manifests}{tags['esp32h2']} 201",
+        # refused run: HEAD of the index tag, then one GET to name the commit it came from
+        f"HEAD /v2/{PATH}/manifests/{INDEX_TAG} 200",
+        f"GET /v2/{PATH}/manifests/{INDEX_TAG} 200"], "\n".join(got)
     # forced run: HEAD the index tag and PUT the new index, nothing else
-    assert summary(second) == Counter({"HEAD manifest 200": 1, "PUT manifest 201": 1})
+    assert exact(second) == [f"HEAD /v2/{PATH}/manifests/{INDEX_TAG} 200",
+                             f"{manifests}{INDEX_TAG} 201"]
     assert registry.manifest(PATH, INDEX_TAG)[0] == receipt(repo, "index")["index"]["digest"]
     print(f"\none-target change: {len(first)} requests for the images, "
           f"{len(second)} for the forced index")
+
+
+def test_clean_target_tag_is_not_moved_to_other_bytes(
+        repo: Repo, registry: RegistryServer) -> None:
+    configure(repo, registry)
+    repo.doit("release")
+    c3, c6 = receipt(repo, "image-esp32c3"), receipt(repo, "image-esp32c6")
+    where = f"{registry.host}/{PATH}:{c3['tag']}"
+    pushed = repo.path / "build/receipts/push-esp32c3.json"
+
+    # our last push put other bytes under this tag (a rebuild of the same commit that came
+    # out different): the receipt says so, refused without a request
+    last = json.loads(pushed.read_text())
+    pushed.write_text(json.dumps({**last, "digest": c6["manifest"]["digest"]}))
+    repo.doit("forget", "push:esp32c3")
+    before = len(registry.requests())
+    refused = repo.doit("release", check=False)
+    assert refused.code != 0
+    assert f"error: push:esp32c3: {where} already points at {c6['manifest']['digest']} " \
+        f"(our last push), not at this build's {c3['manifest']['digest']}; released " \
+        "versions are immutable" in refused.stderr
+    assert registry.requests()[before:] == []
+
+    # no receipt, and the tag moved behind our back: the HEAD of the tag finds it
+    registry.put_manifest(PATH, c3["tag"], "application/vnd.oci.image.manifest.v1+json",
+                          repo.path.joinpath("build/oci/blobs/sha256",
+                                             c6["manifest"]["digest"][7:]).read_bytes())
+    assert not pushed.exists()  # the refused push removed it
+    refused = repo.doit("release", check=False)
+    assert refused.code != 0
+    assert f"error: push:esp32c3: {where} already points at {c6['manifest']['digest']}, " \
+        f"not at this build's {c3['manifest']['digest']}" in refused.stderr
+    assert exact(registry.requests()[before:]) == [
+        f"HEAD /v2/{PATH}/manifests/{c3['tag']} 200"]
+    assert registry.manifest(PATH, c3["tag"])[0] == c6["manifest"]["digest"]  # not moved
 
 
 def test_dirty_tree_is_refused_unless_allowed(repo: Repo, registry: RegistryServer) -> None:

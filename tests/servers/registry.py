@@ -19,6 +19,7 @@ import http.client
 import ipaddress
 import json
 import re
+import shutil
 import signal
 import socket
 import ssl
@@ -243,6 +244,14 @@ class RegistryServer:
         response = connection.getresponse()
         assert response.status == 201, (response.status, response.read())
 
+    def delete_blob(self, digest: str) -> None:
+        """Remove a blob's data from storage behind the clients' back, as garbage collection
+        or a wiped disk would: the registry then answers 404 for it in every repository."""
+        hexdigest = digest.removeprefix("sha256:")
+        data = self.storage / "docker/registry/v2/blobs/sha256" / hexdigest[:2] / hexdigest
+        assert data.is_dir(), f"{digest} is not in the registry's storage"
+        shutil.rmtree(data)
+
     def _connection(self) -> http.client.HTTPConnection:
         if self.tls:
             context = ssl.create_default_context(cafile=str(self.ca))
@@ -348,6 +357,9 @@ class FlakyProxy:
         self.fail = 0
         self.failed = 0
         self.lock = threading.Lock()
+        #: ``(method, path, status)`` of each request answered from upstream, in order.
+        self.answered: list[tuple[str, str, int]] = []
+        self._answer = threading.Condition(self.lock)
         #: Called with (method, path) before a request is forwarded (e.g. to kill upstream).
         self.on_request: Callable[[str, str], None] | None = None
         proxy = self
@@ -395,7 +407,11 @@ class FlakyProxy:
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)
+                self.wfile.flush()
                 connection.close()
+                with proxy._answer:
+                    proxy.answered.append((self.command, self.path, response.status))
+                    proxy._answer.notify_all()
 
             do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _handle
 
@@ -408,6 +424,12 @@ class FlakyProxy:
     @property
     def host(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def wait_answered(self, match: Callable[[str, str, int], bool], timeout: float = 10) -> None:
+        """Wait until a request matching ``match(method, path, status)`` has been answered."""
+        with self._answer:
+            assert self._answer.wait_for(lambda: any(match(*a) for a in self.answered),
+                                         timeout), "no such request was answered"
 
     def close(self) -> None:
         self.server.shutdown()
