@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -108,16 +109,26 @@ def measure(workdir: Path, runs: int) -> dict[str, Any]:
         p.runner.release()
         row = _row(reg_proxy.reset(), s3_proxy.reset())
         after = _artifact_shas(p, name)
-        changed = sum(size for n, (sha, size) in after.items() if before.get(n, ("", 0))[0] != sha)
+        changed = {n: size for n, (sha, size) in after.items()
+                   if before.get(n, ("", 0))[0] != sha}
+        manifest = (p.synth.root / "build" / "receipts" / "release.json").stat().st_size
         row["min_registry_bytes"] = _min_registry_bytes(p, name)
-        row["min_s3_bytes"] = f"{changed} + release manifest"
+        row["min_s3_bytes"] = sum(changed.values()) + manifest
+        row["min_s3_detail"] = {**changed, "release.json": manifest}
         scenarios["committed one-target change"] = row
         push = _push_vs_skopeo(p, reg_proxy, runs)
+        try:
+            upload = _upload_vs_aws(p, s3_proxy, runs)
+        except BenchError as exc:  # the other rows stand without this one
+            upload = {"error": str(exc).splitlines()[0]}
+        push.update({k: v for k, v in upload.items() if k == UPLOAD_ROW})
         return {"scenarios": scenarios, "push": push, "notes": [
             "Bytes are what the client sent (request lines, headers and bodies), counted "
-            "by a TCP proxy in front of each server; minimum registry bytes are payloads "
-            "only (no HTTP headers).",
-            "upload vs `aws s3 sync`: not measured (time ran out in this session).",
+            "by a TCP proxy in front of each server; minimum bytes are payloads only (no "
+            "HTTP headers): S3's are the objects whose SHA-256 changed "
+            f"({', '.join(f'{n} {b}' for n, b in sorted(changed.items()))}) and "
+            f"release.json ({manifest}).",
+            _upload_note(upload),
             "3 targets x 8 MiB firmware push: not measured (time ran out in this session).",
         ]}
     finally:
@@ -154,3 +165,108 @@ def _push_vs_skopeo(p: Prepared, proxy: WireProxy, runs: int) -> dict[str, Any]:
     return {"example index (3 targets)": {
         "ours": summary(ours), "ours_wire": summary(ours_wire), "peer": summary(peer),
         "peer_tool": "skopeo copy --all (whole process)"}}
+
+
+AWS_ENV = "ESP32TASKS_AWSCLI"
+AWS_DEFAULT = "/tmp/awscli-venv/bin/aws"  # noqa: S108 (a path to read, as the tests use)
+UPLOAD_ROW = "S3 upload of the release to an empty prefix"
+
+
+def _aws() -> str | None:
+    """awscli pins an older botocore than ours, so it lives in a venv of its own."""
+    aws = os.environ.get(AWS_ENV, AWS_DEFAULT)
+    return aws if Path(aws).is_file() else None
+
+
+def _upload_note(upload: dict[str, Any]) -> str:
+    row = upload.get(UPLOAD_ROW)
+    if "error" in upload:
+        return f"upload vs `aws s3 sync`: not measured ({upload['error']})."
+    if row is None:
+        return (f"upload vs `aws s3 sync`: not measured (no awscli at {AWS_DEFAULT}; set "
+                f"{AWS_ENV}, or `python3 -m venv /tmp/awscli-venv && /tmp/awscli-venv/bin/pip "
+                "install awscli`).")
+    return (f"S3 upload: {row['objects']} objects, {row['bytes']} bytes, every round to a "
+            "fresh prefix of the same warm bucket through the same counting proxy. Ours is "
+            "`doit release` after a new commit that changes only store.url (tag, index, "
+            "upload and manifest tasks run; no registry), timed whole and from its first S3 "
+            "request to its last; `aws s3 sync` of the same files, laid out as in the "
+            "bucket, first to last request "
+            f"{_fmt(row['peer_wire'])} s.")
+
+
+def _fmt(s: dict[str, Any]) -> str:
+    return f"{s['median']:.3f} ({s['min']:.3f}-{s['max']:.3f}; n={s['runs']})"
+
+
+def _release_files(p: Prepared, dest: Path) -> tuple[int, int]:
+    """The release's objects under ``dest`` with the bucket's key layout: what aws syncs."""
+    root = p.synth.root
+    local = json.loads((root / "build" / "receipts" / "release.json").read_bytes())
+    prefix = f"{local['project']['name']}/{local['project']['app_type']}-" \
+             f"{local['project']['version']}"
+    count = size = 0
+    for target in local["targets"]:
+        build = json.loads((root / "build" / "receipts" / f"build-{target}.json").read_bytes())
+        for artifact in build["artifacts"]:
+            path = dest / prefix / target / "artifacts" / artifact["name"]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(root / artifact["path"], path)
+            count, size = count + 1, size + artifact["size"]
+    release = root / "build" / "receipts" / "release.json"
+    shutil.copyfile(release, dest / prefix / "release.json")
+    return count + 1, size + release.stat().st_size
+
+
+def _upload_vs_aws(p: Prepared, proxy: WireProxy, runs: int) -> dict[str, Any]:
+    """Ours vs ``aws s3 sync``, each to a fresh prefix of the same bucket, same proxy.
+
+    Ours: the registry is dropped from targets.toml and store.url points at a new prefix,
+    committed, so a release runs tag, index, every upload and the manifest, nothing else.
+    """
+    from tests.servers.s3 import ADMIN
+
+    aws = _aws()
+    if aws is None:
+        return {}
+    root = p.synth.root
+    toml = root / "targets.toml"
+    text = toml.read_text()
+    start, end = text.index("\n[registry]"), text.index("\n[store]")
+    base = text[:start] + text[end:]
+    files = root.parent / "aws-sync"
+    ours: list[float] = []
+    ours_wire: list[float] = []
+    peer: list[float] = []
+    peer_wire: list[float] = []
+    objects = size = 0
+    try:
+        for i in range(runs):
+            toml.write_text(base.replace(f"s3://{BUCKET}/bench", f"s3://{BUCKET}/upload/ours{i}"))
+            synth.commit(root, f"upload round {i}")
+            proxy.reset()
+            result = p.runner.release()
+            counts = proxy.reset()
+            if counts.first is None or counts.last is None:
+                raise BenchError(f"our upload to a fresh prefix sent nothing:\n{result.stdout}")
+            ours.append(result.seconds)
+            ours_wire.append(counts.last - counts.first)
+            if i == 0:
+                objects, size = _release_files(p, files)
+            env = {**os.environ, **ADMIN.env}
+            start_time = time.perf_counter()
+            timed([aws, "s3", "sync", str(files), f"s3://{BUCKET}/upload/aws{i}",
+                   "--only-show-errors", "--endpoint-url", f"http://{proxy.host}"], env=env)
+            peer.append(time.perf_counter() - start_time)
+            counts = proxy.reset()
+            if counts.first is None or counts.last is None or counts.requests < objects:
+                raise BenchError(f"aws s3 sync sent {counts.requests} requests for {objects} files")
+            peer_wire.append(counts.last - counts.first)
+    finally:
+        if toml.read_text() != text:
+            toml.write_text(text)
+            synth.commit(root, "upload rounds done")
+    return {UPLOAD_ROW: {
+        "ours": summary(ours), "ours_wire": summary(ours_wire), "peer": summary(peer),
+        "peer_wire": summary(peer_wire), "objects": objects, "bytes": size,
+        "peer_tool": "aws s3 sync (whole process)"}}
