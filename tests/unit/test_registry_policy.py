@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import socket
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,7 +12,14 @@ import pytest
 import requests
 
 from esp32tasks.errors import RegistryAuthError, RegistryError, RegistryUnreachable
-from esp32tasks.oras_transport import CONNECT_BACKOFF, RETRY_BUDGET, STATUS_BACKOFF, Transport
+from esp32tasks.oras_transport import (
+    CONNECT_BACKOFF,
+    ONE_WRITE_MAX,
+    RETRY_BUDGET,
+    STATUS_BACKOFF,
+    Transport,
+    _OneWrite,
+)
 
 URL = "http://registry.test:5000/v2/cloud-iot/hello/manifests/t"
 
@@ -148,3 +157,92 @@ def test_upload_session_state_stays_out_of_messages() -> None:
         t.do_request("http://registry.test:5000/v2/x/blobs/uploads/u?_state=SECRETSTATE"
                      "&digest=sha256%3Aab", "PUT")
     assert "SECRETSTATE" not in str(info.value)
+
+
+class Recorder:
+    """What http.client does under :class:`_OneWrite`: the head goes out from endheaders."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def endheaders(self, message_body: Any = None, *, encode_chunked: bool = False) -> None:
+        self.send(b"PUT / HTTP/1.1\r\n\r\n")
+
+    def send(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    def getresponse(self) -> str:
+        return "response"
+
+    def close(self) -> None:
+        pass
+
+
+class OneWriteRecorder(_OneWrite, Recorder):
+    pass
+
+
+def test_head_and_small_body_leave_in_one_write() -> None:
+    conn = OneWriteRecorder()
+    conn.endheaders()
+    conn.send(b"{}")
+    assert conn.getresponse() == "response"
+    assert conn.sent == [b"PUT / HTTP/1.1\r\n\r\n{}"]
+
+
+def test_head_without_body_is_sent_before_the_answer_is_read() -> None:
+    conn = OneWriteRecorder()
+    conn.endheaders()
+    assert conn.sent == []
+    conn.getresponse()
+    assert conn.sent == [b"PUT / HTTP/1.1\r\n\r\n"]
+
+
+def test_large_body_is_not_copied() -> None:
+    conn = OneWriteRecorder()
+    conn.endheaders()
+    body = b"x" * (ONE_WRITE_MAX + 1)
+    conn.send(body)
+    assert conn.sent == [b"PUT / HTTP/1.1\r\n\r\n", body]
+
+
+def test_requests_carry_only_what_the_registry_reads_on_one_connection() -> None:
+    """A loopback socket (no registry): the exact request heads, and one connection."""
+    heads: list[bytes] = []
+    accepted: list[int] = []
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        accepted.append(1)
+        with conn:
+            buffer = b""
+            while len(heads) < 2:
+                buffer += conn.recv(65536)
+                while b"\r\n\r\n" in buffer:
+                    head, _, buffer = buffer.partition(b"\r\n\r\n")
+                    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                                   if line.lower().startswith(b"content-length:")), 0)
+                    buffer = buffer[length:]
+                    heads.append(head)
+                    conn.sendall(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    host = f"127.0.0.1:{server.getsockname()[1]}"
+    t = Transport(host=host, insecure=True, verify=True, timeout=5.0,
+                  authorization="Basic abc", what_to_check="the registry")
+    url = f"http://{host}/v2/x/manifests/t"
+    t.do_request(url, "PUT", data=b"{}", headers={"Content-Type": "application/json"})
+    t.do_request(url, "HEAD", headers={"Accept": "application/json"})
+    thread.join(5)
+    server.close()
+    assert accepted == [1]  # keep-alive: the second request reused the connection
+    parsed = [(h.split(b"\r\n")[0], sorted(h.split(b"\r\n")[1:])) for h in heads]
+    assert parsed == [
+        (b"PUT /v2/x/manifests/t HTTP/1.1",
+         sorted([f"Host: {host}".encode(), b"Content-Length: 2", b"User-Agent: esp32tasks",
+                 b"Content-Type: application/json", b"Authorization: Basic abc"])),
+        (b"HEAD /v2/x/manifests/t HTTP/1.1",
+         sorted([f"Host: {host}".encode(), b"User-Agent: esp32tasks",
+                 b"Accept: application/json", b"Authorization: Basic abc"]))]

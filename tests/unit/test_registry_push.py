@@ -1,0 +1,155 @@
+"""What a push sends, decided from our push receipt, with a recording fake client."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from esp32tasks import oci
+from esp32tasks.config import RegistryConfig
+from esp32tasks.errors import ReleaseRefused
+from esp32tasks.push import REMEMBERED, _known, _remembered, send_image
+from esp32tasks.registry import BlobsMissing
+
+T = TypeVar("T")
+R = TypeVar("R")
+REPOSITORY = "registry.test:5000/cloud-iot/hello"
+TAG = "esp32c3-hello-1.0.0-abcdef1"
+
+
+class FakeClient:
+    """Records each call as one string; the registry holds ``present`` blobs and tags."""
+
+    def __init__(self, *, present: Iterable[str] = (), tags: dict[str, str] | None = None,
+                 blobs_missing_once: bool = False, force: bool = False) -> None:
+        self.config = RegistryConfig(repository=REPOSITORY, force=force)
+        self.present = set(present)
+        self.tags = dict(tags or {})
+        self.blobs_missing_once = blobs_missing_once
+        self.calls: list[str] = []
+
+    def parallel(self, function: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        return [function(item) for item in items]
+
+    def manifest_digest(self, reference: str) -> str | None:
+        self.calls.append(f"HEAD manifest {reference}")
+        return self.tags.get(reference)
+
+    def has_blob(self, digest: str) -> bool:
+        self.calls.append(f"HEAD blob {digest}")
+        return digest in self.present
+
+    def upload_blob(self, path: Path, descriptor: dict[str, Any]) -> None:
+        assert path.read_bytes()
+        self.calls.append(f"upload {descriptor['digest']}")
+        self.present.add(descriptor["digest"])
+
+    def put_manifest(self, reference: str, blob: oci.Blob) -> None:
+        self.calls.append(f"PUT manifest {reference}")
+        if self.blobs_missing_once:
+            self.blobs_missing_once = False
+            raise BlobsMissing("registry refused PUT (MANIFEST_BLOB_UNKNOWN)")
+        self.tags[reference] = blob.digest
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> tuple[oci.Layout, dict[str, Any]]:
+    layout = oci.Layout(tmp_path / "oci")
+    layer = oci.Blob("application/vnd.oci.image.layer.v1.tar+gzip", b"layer bytes")
+    config = oci.Blob("application/vnd.oci.image.config.v1+json", b"{}")
+    manifest = oci.Blob(oci.MANIFEST_MEDIA_TYPE, b'{"manifest": 1}')
+    for blob in (layer, config, manifest):
+        layout.write_blob(blob)
+    return layout, {"tag": TAG, "manifest": manifest.descriptor(),
+                    "layer": layer.descriptor(), "config": config.descriptor()}
+
+
+def digests(image: dict[str, Any]) -> tuple[str, str, str]:
+    return image["manifest"]["digest"], image["layer"]["digest"], image["config"]["digest"]
+
+
+def receipt(pushed: list[str], *, tag: str = "esp32c3-hello-1.0.0-0000000",
+            repository: str = REPOSITORY) -> dict[str, Any]:
+    return {"repository": repository, "tag": tag, "digest": pushed[0], "pushed": pushed}
+
+
+def test_known_manifest_is_one_put(image: tuple[oci.Layout, dict[str, Any]]) -> None:
+    layout, img = image
+    client = FakeClient()
+    send_image(client, layout, img, receipt(list(digests(img))))  # type: ignore[arg-type]
+    assert client.calls == [f"PUT manifest {TAG}"]
+
+
+def test_new_blobs_go_up_without_a_head(image: tuple[oci.Layout, dict[str, Any]]) -> None:
+    layout, img = image
+    _, layer, config = digests(img)
+    client = FakeClient()
+    send_image(client, layout, img, receipt(["sha256:" + "0" * 64]))  # type: ignore[arg-type]
+    assert client.calls == [f"upload {layer}", f"upload {config}", f"PUT manifest {TAG}"]
+
+
+def test_known_blob_is_not_sent(image: tuple[oci.Layout, dict[str, Any]]) -> None:
+    layout, img = image
+    _, layer, config = digests(img)
+    client = FakeClient()
+    send_image(client, layout, img,  # type: ignore[arg-type]
+               receipt(["sha256:" + "0" * 64, config]))
+    assert client.calls == [f"upload {layer}", f"PUT manifest {TAG}"]
+
+
+def test_blobs_deleted_behind_our_back(image: tuple[oci.Layout, dict[str, Any]]) -> None:
+    layout, img = image
+    _, layer, config = digests(img)
+    client = FakeClient(present=[config], blobs_missing_once=True)
+    send_image(client, layout, img, receipt(list(digests(img))))  # type: ignore[arg-type]
+    assert client.calls == [f"PUT manifest {TAG}", f"HEAD blob {layer}", f"upload {layer}",
+                            f"HEAD blob {config}", f"PUT manifest {TAG}"]
+
+
+@pytest.mark.parametrize("previous", [
+    None,
+    receipt(["sha256:" + "0" * 64], repository="elsewhere.test/cloud-iot/hello"),
+    "not a receipt",
+])
+def test_unknown_repository_checks_the_tag_and_each_blob(
+        image: tuple[oci.Layout, dict[str, Any]], previous: Any) -> None:
+    layout, img = image
+    _, layer, config = digests(img)
+    client = FakeClient(present=[layer])
+    send_image(client, layout, img, previous)  # type: ignore[arg-type]
+    assert client.calls == [f"HEAD manifest {TAG}", f"HEAD blob {layer}", f"HEAD blob {config}",
+                            f"upload {config}", f"PUT manifest {TAG}"]
+
+
+def test_unknown_repository_tag_already_ours_sends_nothing(
+        image: tuple[oci.Layout, dict[str, Any]]) -> None:
+    layout, img = image
+    client = FakeClient(tags={TAG: img["manifest"]["digest"]})
+    send_image(client, layout, img, None)  # type: ignore[arg-type]
+    assert client.calls == [f"HEAD manifest {TAG}"]
+
+
+def test_our_last_push_of_this_tag_had_other_bytes(
+        image: tuple[oci.Layout, dict[str, Any]]) -> None:
+    layout, img = image
+    other = "sha256:" + "1" * 64
+    client = FakeClient()
+    with pytest.raises(ReleaseRefused, match=r"already points at sha256:1+ \(our last push\)"):
+        send_image(client, layout, img, receipt([other], tag=TAG))  # type: ignore[arg-type]
+    assert client.calls == []
+    forced = FakeClient(force=True)
+    send_image(forced, layout, img, receipt([other], tag=TAG))  # type: ignore[arg-type]
+    assert forced.calls[-1] == f"PUT manifest {TAG}"
+
+
+def test_receipt_memory() -> None:
+    assert _known({"repository": REPOSITORY, "digest": "sha256:a"}, REPOSITORY) == ["sha256:a"]
+    assert _known({"repository": REPOSITORY, "pushed": ["sha256:a", 3]}, REPOSITORY) is None
+    assert _known(receipt(["sha256:a"]), "other.test/x") is None
+    image = {"manifest": {"digest": "m"}, "layer": {"digest": "l"}, "config": {"digest": "c"}}
+    old = [f"d{i}" for i in range(2 * REMEMBERED)]
+    assert _remembered(image, ["c", *old]) == ["m", "l", "c", *old][:REMEMBERED]
+    assert _remembered(image, None) == ["m", "l", "c"]
