@@ -25,7 +25,7 @@ BUILD_SCRIPT = Path(__file__).resolve().parent / "synthbuild.py"
 CHIPS = ("esp32c3", "esp32c6", "esp32h2")
 APP_DIR = "app"
 #: Untracked files of ours that must not make the tree dirty.
-IGNORED = ("/build/", "/.esp32tasks.sqlite3*", "/.floor*", "/dodo_floor.py")
+IGNORED = ("/build/", "/.floor*", "/dodo_floor.py", "__pycache__/")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
