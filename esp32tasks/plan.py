@@ -58,6 +58,7 @@ class Step:
     """The app binary alone (the image's input), so other artifacts cannot re-pack it."""
     image_receipt: PurePosixPath
     upload_receipt: PurePosixPath
+    push_receipt: PurePosixPath
     tag: str
     store_prefix: str
     """``<project>/<app_type>-<version>/<target>/artifacts/``."""
@@ -75,6 +76,7 @@ class Plan:
     oci_dir: PurePosixPath
     index_tag: str
     index_receipt: PurePosixPath
+    push_index_receipt: PurePosixPath
     release_prefix: str
     """``<project>/<app_type>-<version>/``: where the release manifest goes."""
 
@@ -107,6 +109,7 @@ def expand(release: Release, git: GitState) -> Plan:
             app_receipt=RECEIPTS / f"app-{target.name}.json",
             image_receipt=RECEIPTS / f"image-{target.name}.json",
             upload_receipt=RECEIPTS / f"upload-{target.name}.json",
+            push_receipt=RECEIPTS / f"push-{target.name}.json",
             tag=image_tag(target.name, project.app_type, project.version, git),
             store_prefix=f"{release_prefix}{target.name}/artifacts/",
         ))
@@ -119,6 +122,7 @@ def expand(release: Release, git: GitState) -> Plan:
         oci_dir=OCI_DIR,
         index_tag=index_tag(project.app_type, project.version),
         index_receipt=RECEIPTS / "index.json",
+        push_index_receipt=RECEIPTS / "push-index.json",
         release_prefix=release_prefix,
     )
 
