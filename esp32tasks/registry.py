@@ -89,18 +89,20 @@ def resolve(config: RegistryConfig | None, environ: Mapping[str, str] | None = N
 class Client:
     """One repository in one registry. Every method is one or two requests, no more."""
 
-    _shared: ClassVar[dict[tuple[RegistryConfig, Path], Client]] = {}
+    _shared: ClassVar[dict[tuple[RegistryConfig, Path, int], Client]] = {}
     _shared_lock: ClassVar = threading.Lock()
 
     @classmethod
     def shared(cls, config: RegistryConfig, root: Path,
                environ: Mapping[str, str] | None = None) -> Client:
-        """The client of this process for ``config``: tasks of one doit run share its
-        credentials and its keep-alive connections (``environ`` is read the first time)."""
+        """The client of this thread for ``config``: the tasks of one doit run share its
+        credentials and its keep-alive connections (``environ`` is read the first time).
+        One per thread, so ``doit -n N -P thread`` never shares a requests session."""
+        key = (config, root, threading.get_ident())
         with cls._shared_lock:
-            client = cls._shared.get((config, root))
+            client = cls._shared.get(key)
             if client is None:
-                client = cls._shared[(config, root)] = cls(config, root, environ)
+                client = cls._shared[key] = cls(config, root, environ)
             return client
 
     def __init__(self, config: RegistryConfig, root: Path,
