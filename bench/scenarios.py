@@ -18,9 +18,10 @@ __all__ = ["Prepared", "cold", "noop", "one_change"]
 class Prepared:
     """A synthetic repo, built once, with the floor ready."""
 
-    def __init__(self, workdir: Path, files: int, targets: int, extra_toml: str = "",
-                 extra_env: dict[str, str] | None = None) -> None:
-        self.synth = synth.create(workdir / "repo", files, targets, extra_toml=extra_toml)
+    def __init__(self, workdir: Path, files: int, targets: int, *, extra_toml: str = "",
+                 extra_env: dict[str, str] | None = None, blob_bytes: int = 0) -> None:
+        self.synth = synth.create(workdir / "repo", files, targets, extra_toml=extra_toml,
+                                  blob_bytes=blob_bytes)
         self.cc = CompileLog(workdir / "cc")
         self.runner = Runner(root=self.synth.root, cc=self.cc,
                              extra_env=tuple(sorted((extra_env or {}).items())))

@@ -9,6 +9,7 @@ alone, while a change in ``main/gen/`` rebuilds every target.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import string
 from dataclasses import dataclass
@@ -67,13 +68,34 @@ def gen_source(index: int, salt: int = 0) -> str:
     )
 
 
-def own_source(target: str, salt: int = 0) -> str:
+def own_source(target: str, salt: int = 0, blob: Path | None = None) -> str:
+    """The target's own file; with ``blob``, its bytes go into the app's rodata (.incbin)."""
+    if blob is None:
+        return (
+            "#include <stdint.h>\n\n"
+            f"/* this target's own code: {target} */\n"
+            "uint32_t synth_target(uint32_t x)\n{\n"
+            f"    return x * 40503u + {len(target) + salt}u;\n}}\n"
+        )
     return (
         "#include <stdint.h>\n\n"
-        f"/* this target's own code: {target} */\n"
+        f"/* this target's own code and data: {target} */\n"
+        '__asm__(".section .rodata.synth_blob,\\"a\\"\\n.global synth_blob\\n"\n'
+        f'        "synth_blob:\\n.incbin \\"{blob}\\"\\n.previous");\n'
+        "extern const uint8_t synth_blob[];\n"
         "uint32_t synth_target(uint32_t x)\n{\n"
-        f"    return x * 40503u + {len(target) + salt}u;\n}}\n"
+        f"    return x * 40503u + synth_blob[x & 1023u] + {len(target) + salt}u;\n}}\n"
     )
+
+
+def write_blob(path: Path, size: int, seed: str) -> None:
+    """``size`` incompressible bytes, the same for the same seed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    block = hashlib.sha256(seed.encode()).digest()
+    with path.open("wb") as out:
+        for i in range(0, size, 1 << 16):
+            out.write(hashlib.shake_256(block + i.to_bytes(8, "little")).digest(
+                min(1 << 16, size - i)))
 
 
 def table_source(files: int) -> str:
@@ -110,7 +132,8 @@ def targets_toml(targets: tuple[tuple[str, str], ...]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def create(root: Path, files: int, targets: int, *, extra_toml: str = "") -> Synth:
+def create(root: Path, files: int, targets: int, *, extra_toml: str = "",
+           blob_bytes: int = 0) -> Synth:
     """Write the repository at ``root`` (which must not exist) and commit it."""
     pairs = target_names(targets)
     synth = Synth(root=root, files=files, targets=pairs)
@@ -122,8 +145,21 @@ def create(root: Path, files: int, targets: int, *, extra_toml: str = "") -> Syn
     (synth.app / "main" / "target").mkdir()
     for i in range(files):
         synth.gen_file(i).write_text(gen_source(i))
+    if blob_bytes:  # room for it: 16MB flash, two app slots just under 8 MiB
+        (synth.app / "synth_flash_size").write_text("16MB\n")
+        (synth.app / "partitions.csv").write_text(
+            "# Name, Type, SubType, Offset, Size, Flags\n"
+            "nvs,      data, nvs,     0x9000,   0x4000,\n"
+            "otadata,  data, ota,     0xd000,   0x2000,\n"
+            "phy_init, data, phy,     0xf000,   0x1000,\n"
+            "ota_0,    app,  ota_0,   0x10000,  0x7F0000,\n"
+            "ota_1,    app,  ota_1,   0x800000, 0x7F0000,\n")
     for name, _ in pairs:
-        synth.own_file(name).write_text(own_source(name))
+        blob = None
+        if blob_bytes:
+            blob = synth.app / "blobs" / f"{name}.bin"
+            write_blob(blob, blob_bytes, name)
+        synth.own_file(name).write_text(own_source(name, blob=blob))
     (synth.app / "main" / "synth_table.c").write_text(table_source(files))
     (root / "targets.toml").write_text(targets_toml(pairs) + extra_toml)
     (root / "dodo.py").write_text('"""Synthetic app."""\n\n'

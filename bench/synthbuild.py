@@ -23,6 +23,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 hb: Any = importlib.import_module("hello_build")
 
+BIG_FLASH_MARK = "synth_flash_size"
+"""A file in the app dir naming a larger flash size (e.g. ``16MB``) for big firmware."""
+
 KEEP_SYMBOL = "synth_keep"
 """The generated table that references every generated function (kept under gc-sections)."""
 
@@ -82,6 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     mine = [own.relative_to(app_dir).as_posix()] if own.is_file() else []
     hb.APP_SOURCES = (*shared, *generated, *mine)
     hb.build_elf = build_elf
+    big = app_dir / BIG_FLASH_MARK
+    if big.is_file():  # the large-firmware variant: a 16MB flash with 8 MiB app slots
+        hb.FLASH_SIZE = big.read_text().strip()
+        hb.FLASH_SIZE_BYTES = int(hb.FLASH_SIZE.removesuffix("MB")) * 1024 * 1024
     code: int = hb.main(args)
     return code
 

@@ -120,6 +120,10 @@ class WireProxy:
             except OSError:
                 return
             upstream = socket.create_connection(self.upstream, timeout=60)
+            # forward each chunk at once: Nagle would delay a client's body behind its
+            # headers by 40 ms on both legs, which no real network path adds
+            for sock in (client, upstream):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             parser = _RequestParser(self.counts, self.lock)
             threading.Thread(target=self._pipe, args=(client, upstream, parser),
                              daemon=True).start()
