@@ -19,11 +19,10 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, Final
 
-from esp32tasks import push
-from esp32tasks.actions import reported
 from esp32tasks.errors import PublishError, StoreReleaseConflict
 from esp32tasks.plan import RECEIPTS, Plan
 from esp32tasks.receipts import read_json, remove, write_atomic
+from esp32tasks.reporting import reported
 from esp32tasks.store import Store, open_store
 
 __all__ = [
@@ -64,7 +63,7 @@ def inputs(plan: Plan, *, pushed: bool) -> list[PurePosixPath]:
                                              s.image_receipt)]
     files.append(plan.index_receipt)
     if pushed:
-        files += [push.push_receipt(s) for s in plan.steps] + [push.INDEX_RECEIPT]
+        files += [s.push_receipt for s in plan.steps] + [plan.push_index_receipt]
     return files
 
 
@@ -101,7 +100,7 @@ def document(plan: Plan, receipts: Mapping[PurePosixPath, Any], *, pushed: bool)
                       "size": image["manifest"]["size"]},
         }
         if pushed:
-            sent = receipts[push.push_receipt(step)]
+            sent = receipts[step.push_receipt]
             entry["registry"] = {"repository": sent["repository"], "tag": sent["tag"],
                                  "digest": sent["digest"]}
         targets[step.name] = entry
@@ -117,7 +116,7 @@ def document(plan: Plan, receipts: Mapping[PurePosixPath, Any], *, pushed: bool)
     if project.source:
         result["project"]["source"] = project.source
     if pushed:
-        pushed_index = receipts[push.INDEX_RECEIPT]
+        pushed_index = receipts[plan.push_index_receipt]
         result["registry"] = {"repository": pushed_index["repository"],
                               "index": {"tag": pushed_index["tag"],
                                         "digest": pushed_index["digest"]}}

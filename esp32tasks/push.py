@@ -30,25 +30,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from esp32tasks import oci
-from esp32tasks.actions import reported
 from esp32tasks.config import RegistryConfig
 from esp32tasks.errors import PublishError, RegistryError, ReleaseRefused
 from esp32tasks.plan import Plan, Step
 from esp32tasks.receipts import read_json, remove, write_json
 from esp32tasks.registry import ENV_ALLOW_DIRTY, ENV_FORCE, BlobsMissing, Client
+from esp32tasks.reporting import reported
 
-__all__ = ["INDEX_RECEIPT", "push_image", "push_index", "push_receipt"]
-
-RECEIPTS = PurePosixPath("build/receipts")
-INDEX_RECEIPT = RECEIPTS / "push-index.json"
-
-
-def push_receipt(step: Step) -> PurePosixPath:
-    return step.image_receipt.parent / f"push-{step.name}.json"
+__all__ = ["push_image", "push_index"]
 
 
 def check_clean(plan: Plan, config: RegistryConfig, what: str) -> None:
@@ -175,7 +168,7 @@ def _remembered(image: Mapping[str, Any], known: list[str] | None) -> list[str]:
 def push_image(plan: Plan, step: Step, config: RegistryConfig) -> None:
     """``push:<target>``: the target's image under its per-commit tag."""
     root = plan.release.root
-    receipt = root / push_receipt(step)
+    receipt = root / step.push_receipt
     previous = _previous(receipt)
     remove(receipt)
     check_clean(plan, config, f"{step.name}'s image")
@@ -202,14 +195,14 @@ def _previous(receipt: Path) -> Any:
 def push_index(plan: Plan, config: RegistryConfig) -> None:
     """``push-index``: the index under ``<app_type>-<version>``, after every child."""
     root = plan.release.root
-    receipt = root / INDEX_RECEIPT
+    receipt = root / plan.push_index_receipt
     remove(receipt)
     check_clean(plan, config, "the index")
     index = read_json(root / plan.index_receipt)
     for step in plan.steps:  # file_dep guarantees them; a hand-deleted one is caught here
-        pushed = read_json(root / push_receipt(step))
+        pushed = read_json(root / step.push_receipt)
         if pushed["digest"] != index["targets"][step.name]["digest"]:
-            raise PublishError(f"{push_receipt(step)} does not match {plan.index_receipt}; "
+            raise PublishError(f"{step.push_receipt} does not match {plan.index_receipt}; "
                                "run `doit release` again")
     tag, digest = index["tag"], index["index"]["digest"]
     client = Client.shared(config, root, os.environ)
@@ -238,4 +231,4 @@ def _revision(client: Client, tag: str) -> str | None:
 
 def receipt_paths(plan: Plan) -> list[Path]:
     root = plan.release.root
-    return [root / push_receipt(s) for s in plan.steps] + [root / INDEX_RECEIPT]
+    return [root / s.push_receipt for s in plan.steps] + [root / plan.push_index_receipt]

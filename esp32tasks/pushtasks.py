@@ -14,8 +14,9 @@ from typing import Any
 
 from doit.tools import config_changed
 
-from esp32tasks import push, registry, verify
+from esp32tasks import registry
 from esp32tasks.config import RegistryConfig
+from esp32tasks.deferred import call
 from esp32tasks.errors import Esp32TasksError
 from esp32tasks.reporting import fail
 
@@ -65,12 +66,12 @@ def task_push() -> Iterator[Task]:
         return
     root = p.release.root
     for step in p.steps:
-        receipt = push.push_receipt(step)
+        receipt = step.push_receipt
         yield {
             "basename": "push",
             "name": step.name,
             "doc": f"{step.name}'s image to {cfg.repository}:{step.tag}",
-            "actions": [(push.push_image, (p, step, cfg))],
+            "actions": [(call, ("push", "push_image", p, step, cfg))],
             "file_dep": [str(step.image_receipt)],
             "targets": [str(receipt)],
             "uptodate": [config_changed({**_identity(cfg), "tag": step.tag})],
@@ -90,11 +91,11 @@ def task_push_index() -> Task:
     return {
         "basename": "push-index",
         "doc": f"the index to {cfg.repository}:{p.index_tag}",
-        "actions": [(push.push_index, (p, cfg))],
-        "file_dep": [str(p.index_receipt), *(str(push.push_receipt(s)) for s in p.steps)],
-        "targets": [str(push.INDEX_RECEIPT)],
+        "actions": [(call, ("push", "push_index", p, cfg))],
+        "file_dep": [str(p.index_receipt), *(str(s.push_receipt) for s in p.steps)],
+        "targets": [str(p.push_index_receipt)],
         "uptodate": [config_changed({**_identity(cfg), "tag": p.index_tag})],
-        "clean": [(_remove, (p.release.root / push.INDEX_RECEIPT,))],
+        "clean": [(_remove, (p.release.root / p.push_index_receipt,))],
     }
 
 
@@ -110,7 +111,7 @@ def task_verify() -> Task:
     return {
         "basename": "verify",
         "doc": task_verify.__doc__,
-        "actions": [(verify.verify, (p, cfg))],
+        "actions": [(call, ("verify", "verify", p, cfg))],
         "uptodate": [False],
         "verbosity": 2,
     }

@@ -8,7 +8,6 @@ release where nothing changed runs no action at all.
 from __future__ import annotations
 
 import functools
-import importlib
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 from doit.tools import config_changed
 
 from esp32tasks import builders, config, gitinfo, manifest, plan
+from esp32tasks.deferred import call
 from esp32tasks.errors import Esp32TasksError
 from esp32tasks.pushtasks import release_deps, task_push, task_push_index, task_verify
 from esp32tasks.reporting import Reporter, fail
@@ -62,11 +62,6 @@ def current_plan() -> plan.Plan:
         raise fail(str(exc)) from None
 
 
-def _run(module: str, function: str, *args: Any) -> Any:
-    """Run ``esp32tasks.<module>.<function>``, imported only now: a no-op imports none."""
-    return getattr(importlib.import_module(f"esp32tasks.{module}"), function)(*args)
-
-
 def _rmtree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
@@ -88,7 +83,7 @@ def _build_tasks() -> Iterator[Task]:
             "basename": "build",
             "name": step.name,
             "doc": f"build the app for {step.name} (chip {step.target.chip}) into {step.build_dir}",
-            "actions": [(_run, ("actions", "build", release, step))],
+            "actions": [(call, ("actions", "build", release, step))],
             "file_dep": [*step.sources, *toolchain],
             "targets": [*(f"{step.build_dir}/{n}" for n in builders.CONTRACT_FILES),
                         str(step.build_receipt), str(step.app_receipt)],
@@ -107,7 +102,7 @@ def _tag_tasks() -> Iterator[Task]:
             "basename": "tag",
             "name": step.name,
             "doc": f"OCI image of {step.name}'s app, tagged {step.tag}",
-            "actions": [(_run, ("actions", "tag", p.release, step, p.oci_dir.as_posix()))],
+            "actions": [(call, ("actions", "tag", p.release, step, p.oci_dir.as_posix()))],
             "file_dep": [str(step.app_receipt)],
             "targets": [str(step.image_receipt)],
             "uptodate": [config_changed({"tag": step.tag, "layout": p.oci_dir.as_posix()})],
@@ -120,7 +115,7 @@ def _index_tasks() -> Task:
     root = p.release.root
     return {
         "doc": f"OCI image index of all targets, tagged {p.index_tag}",
-        "actions": [(_run, ("actions", "index", p))],
+        "actions": [(call, ("actions", "index", p))],
         "file_dep": [str(s.image_receipt) for s in p.steps],
         "targets": [str(p.index_receipt)],
         "uptodate": [config_changed({"tag": p.index_tag,
@@ -143,7 +138,7 @@ def _upload_tasks() -> Iterator[Task]:
             "basename": "upload",
             "name": step.name,
             "doc": f"artifacts of {step.name} to {store.url}/{step.store_prefix}",
-            "actions": [(_run, ("actions", "upload", p, step))],
+            "actions": [(call, ("actions", "upload", p, step))],
             "file_dep": [str(step.build_receipt)],
             "targets": [str(step.upload_receipt)],
             "uptodate": [config_changed({"store": store.url, "endpoint": store.endpoint_url,
@@ -158,7 +153,7 @@ def _manifest_tasks() -> Task:
     pushed = bool(release_deps())  # a registry is configured: push receipts go in, too
     return {
         "doc": f"{manifest.MANIFEST_NAME} to {store.url}/{p.release_prefix}",
-        "actions": [(manifest.publish, (p, pushed))],
+        "actions": [(call, ("manifest", "publish", p, pushed))],
         "file_dep": [str(f) for f in manifest.inputs(p, pushed=pushed)],
         # after every upload, the index and (with a registry) every push
         "task_dep": ["index", *(f"upload:{s.name}" for s in p.steps), *release_deps()],

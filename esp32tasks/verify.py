@@ -16,12 +16,12 @@ import os
 import tarfile
 from typing import Any
 
-from esp32tasks.actions import reported
 from esp32tasks.config import RegistryConfig
 from esp32tasks.errors import PublishError, VerifyFailed
 from esp32tasks.plan import Plan
 from esp32tasks.receipts import read_json
 from esp32tasks.registry import Client
+from esp32tasks.reporting import reported
 
 __all__ = ["check_target", "firmware_in_layer", "verify"]
 
