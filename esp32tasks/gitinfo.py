@@ -60,6 +60,7 @@ def read(root: Path, app_dir: PurePosixPath, ignore: Iterable[str],
 
 
 _CACHE_VERSION = 1
+_BYTECODE_DIR = "__pycache__"
 
 
 def _stat(root: str, path: str) -> list[int] | None:
@@ -107,6 +108,9 @@ def _ask_git(root: Path, app_dir: PurePosixPath, skip: tuple[str, ...]) \
     cmd = git.Git(str(root))  # paths in its output are relative to `root`
 
     def wanted(path: str) -> bool:
+        # Python's bytecode is never a source; doit's import of dodo.py writes some
+        if _BYTECODE_DIR in path.split("/"):
+            return False
         return not any(path == p or path.startswith(p + "/") for p in skip)
 
     # porcelain paths are relative to the top level, not to `root`
@@ -151,7 +155,7 @@ def _directories(root: Path, pruned: set[str]) -> list[str]:
         keep = []
         for name in dirs:
             rel = name if base == "." else f"{base}/{name}"
-            if name != ".git" and rel not in pruned:
+            if name not in (".git", _BYTECODE_DIR) and rel not in pruned:
                 keep.append(name)
                 found.append(rel)
         dirs[:] = keep

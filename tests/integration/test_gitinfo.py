@@ -80,6 +80,19 @@ def test_cache_answers_until_something_changes(root: Path,
     assert state.revision != first.revision
 
 
+def test_bytecode_is_neither_source_nor_dirt(root: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """doit imports dodo.py, which writes __pycache__/ even where .gitignore forgot it."""
+    first = read(root)
+    (root / "__pycache__").mkdir()
+    (root / "__pycache__" / "dodo.cpython-311.pyc").write_bytes(b"pyc")
+    (root / "app" / "__pycache__").mkdir()
+    (root / "app" / "__pycache__" / "x.pyc").write_bytes(b"pyc")
+    assert read(root, monkeypatch) == first  # the new directories invalidate, once
+    (root / "__pycache__" / "dodo.cpython-311.pyc").write_bytes(b"newer pyc")
+    assert read(root, monkeypatch, expect_git=False) == first
+
+
 def test_new_untracked_file_in_new_directory_is_seen(root: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     read(root)
