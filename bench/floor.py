@@ -15,7 +15,9 @@ from pathlib import Path
 __all__ = ["DODO", "STATE", "TASKS", "export", "write_dodo"]
 
 TASKS = ".floor-tasks.json"
-STATE = ".floor.sqlite3"
+# inside build/, which our git cache does not watch: a journal in the root would change
+# the root directory's mtime on every floor run and make our next no-op ask git again
+STATE = "build/floor.sqlite3"
 DODO = "dodo_floor.py"
 
 _DODO_TEXT = f'''"""doit's floor for the benchmark: our tasks and file_dep, no work."""
