@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from doit.tools import config_changed
@@ -18,6 +17,7 @@ from esp32tasks import registry
 from esp32tasks.config import RegistryConfig
 from esp32tasks.deferred import call
 from esp32tasks.errors import Esp32TasksError
+from esp32tasks.receipts import remove
 from esp32tasks.reporting import fail
 
 __all__ = ["current_registry", "release_deps", "task_push", "task_push_index", "task_verify"]
@@ -45,10 +45,6 @@ def release_deps() -> list[str]:
     return ["push-index"] if current_registry() is not None else []
 
 
-def _remove(*paths: Path) -> None:
-    for path in paths:
-        path.unlink(missing_ok=True)
-
 
 def _identity(config: RegistryConfig) -> dict[str, Any]:
     # what decides where an image lands; credentials, force and allow_dirty do not
@@ -75,7 +71,7 @@ def task_push() -> Iterator[Task]:
             "file_dep": [str(step.image_receipt)],
             "targets": [str(receipt)],
             "uptodate": [config_changed({**_identity(cfg), "tag": step.tag})],
-            "clean": [(_remove, (root / receipt,))],
+            "clean": [(remove, (root / receipt,))],
         }
 
 
@@ -95,7 +91,7 @@ def task_push_index() -> Task:
         "file_dep": [str(p.index_receipt), *(str(s.push_receipt) for s in p.steps)],
         "targets": [str(p.push_index_receipt)],
         "uptodate": [config_changed({**_identity(cfg), "tag": p.index_tag})],
-        "clean": [(_remove, (p.release.root / p.push_index_receipt,))],
+        "clean": [(remove, (p.release.root / p.push_index_receipt,))],
     }
 
 

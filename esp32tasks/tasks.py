@@ -19,6 +19,7 @@ from esp32tasks import builders, config, gitinfo, manifest, plan
 from esp32tasks.deferred import call
 from esp32tasks.errors import Esp32TasksError
 from esp32tasks.pushtasks import release_deps, task_push, task_push_index, task_verify
+from esp32tasks.receipts import remove
 from esp32tasks.reporting import Reporter, fail
 
 __all__ = [
@@ -66,10 +67,6 @@ def _rmtree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _remove(*paths: Path) -> None:
-    for path in paths:
-        path.unlink(missing_ok=True)
-
 
 def _build_tasks() -> Iterator[Task]:
     p = current_plan()
@@ -89,7 +86,7 @@ def _build_tasks() -> Iterator[Task]:
                         str(step.build_receipt), str(step.app_receipt)],
             "uptodate": [config_changed(settings)],
             "clean": [(_rmtree, (root / step.build_dir,)),
-                      (_remove, (root / step.build_receipt, root / step.app_receipt))],
+                      (remove, (root / step.build_receipt, root / step.app_receipt))],
         }
 
 
@@ -106,7 +103,7 @@ def _tag_tasks() -> Iterator[Task]:
             "file_dep": [str(step.app_receipt)],
             "targets": [str(step.image_receipt)],
             "uptodate": [config_changed({"tag": step.tag, "layout": p.oci_dir.as_posix()})],
-            "clean": [(_remove, (root / step.image_receipt,))],
+            "clean": [(remove, (root / step.image_receipt,))],
         }
 
 
@@ -120,7 +117,7 @@ def _index_tasks() -> Task:
         "targets": [str(p.index_receipt)],
         "uptodate": [config_changed({"tag": p.index_tag,
                                      "annotations": plan.index_annotations(p)})],
-        "clean": [(_remove, (root / p.index_receipt,)), (_rmtree, (root / p.oci_dir,))],
+        "clean": [(remove, (root / p.index_receipt,)), (_rmtree, (root / p.oci_dir,))],
     }
 
 
@@ -131,7 +128,7 @@ def _upload_tasks() -> Iterator[Task]:
     store = release.store
     yield {"basename": "upload", "name": None, "doc": task_upload.__doc__}
     for step in p.steps:
-        clean: list[Any] = [(_remove, (root / step.upload_receipt,))]
+        clean: list[Any] = [(remove, (root / step.upload_receipt,))]
         if not store.is_s3:  # a local store is ours to clean; a remote one never is
             clean.append((_rmtree, (root / store.url / step.store_prefix,)))
         yield {
@@ -161,7 +158,7 @@ def _manifest_tasks() -> Task:
         "uptodate": [config_changed({
             "store": store.url, "endpoint": store.endpoint_url, "key": manifest.manifest_key(p),
             "git": [p.git.revision, p.git.commit_time, p.git.dirty], "pushed": pushed})],
-        "clean": [(_remove, (p.release.root / manifest.RECEIPT,
+        "clean": [(remove, (p.release.root / manifest.RECEIPT,
                              *([] if store.is_s3 else  # a remote store is never ours to clean
                                [p.release.root / store.url / manifest.manifest_key(p)])))],
     }
