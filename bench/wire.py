@@ -170,6 +170,7 @@ def _push_vs_skopeo(p: Prepared, proxy: WireProxy, runs: int, label: str) -> dic
         home = p.synth.root.parent / f"skopeo-home-{i}"  # a fresh blob-info cache
         home.mkdir()
         env = {**os.environ, "HOME": str(home)}
+        _clear_skopeo_cache()  # as root it lives outside HOME, and it would mount blobs
         start = time.perf_counter()
         timed(["skopeo", "copy", "--all", "--dest-tls-verify=false",
                f"oci:{layout}:{index_tag}", f"docker://{proxy.host}/fresh/{slug}-skopeo{i}"],
@@ -179,6 +180,18 @@ def _push_vs_skopeo(p: Prepared, proxy: WireProxy, runs: int, label: str) -> dic
     return {label: {
         "ours": summary(ours), "ours_wire": summary(ours_wire), "peer": summary(peer),
         "peer_tool": "skopeo copy --all (whole process)"}}
+
+
+#: containers/image keeps its blob-info cache here when run as root (rootless: under HOME).
+SKOPEO_ROOT_CACHE = Path("/var/lib/containers/cache")
+
+
+def _clear_skopeo_cache() -> None:
+    """Without this, skopeo mounts layers it pushed to another repository instead of
+    sending them again, and the comparison is no longer of two uploads."""
+    if os.geteuid() == 0:
+        for cache in SKOPEO_ROOT_CACHE.glob("blob-info-cache-v1.*"):
+            cache.unlink()
 
 
 AWS_ENV = "ESP32TASKS_AWSCLI"
