@@ -7,7 +7,6 @@ re-derived here.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from esp32tasks import builders, firmware, oci
 from esp32tasks.config import Release
 from esp32tasks.errors import PublishError
 from esp32tasks.plan import Plan, Step, index_annotations
-from esp32tasks.receipts import read_json, remove, write_json
+from esp32tasks.receipts import read_json, read_previous, remove, write_json
 from esp32tasks.reporting import reported
 from esp32tasks.runner import run
 from esp32tasks.store import open_store, sha256_file
@@ -64,7 +63,7 @@ def tag(release: Release, step: Step, oci_dir: str) -> None:
     """Package the app binary as the target's image in the layout, under the step's tag."""
     root = release.root
     receipt_path = root / step.image_receipt
-    previous = read_json(receipt_path) if receipt_path.is_file() else None
+    previous = read_previous(receipt_path)
     remove(receipt_path)
     app = read_json(root / step.app_receipt)
     firmware = {"name": app["name"], "sha256": app["sha256"], "size": app["size"]}
@@ -137,7 +136,7 @@ def upload(plan: Plan, step: Step) -> None:
     release = plan.release
     root = release.root
     receipt = root / step.upload_receipt
-    previous = _previous_receipt(receipt)
+    previous = read_previous(receipt)
     remove(receipt)
     artifacts = read_json(root / step.build_receipt)["artifacts"]
     built = sha256_file(root / step.build_receipt)
@@ -158,15 +157,6 @@ def upload(plan: Plan, step: Step) -> None:
         manifest.check_release_once(store, plan, force=manifest.forced())
     store.put_files(files, overwrite={key for key, _, _ in files if key in known})
     write_json(receipt, {"target": step.name, **where, "build": built, "objects": objects})
-
-
-def _previous_receipt(path: Path) -> dict[str, Any] | None:
-    """The last upload's receipt, or None if there is none we can read."""
-    try:
-        value = json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _known_objects(previous: dict[str, Any] | None, where: dict[str, str], built: str) -> \

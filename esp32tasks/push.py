@@ -37,7 +37,7 @@ from esp32tasks import oci
 from esp32tasks.config import RegistryConfig
 from esp32tasks.errors import PublishError, RegistryError, ReleaseRefused
 from esp32tasks.plan import Plan, Step
-from esp32tasks.receipts import read_json, remove, write_json
+from esp32tasks.receipts import read_json, read_previous, remove, write_json
 from esp32tasks.registry import ENV_ALLOW_DIRTY, ENV_FORCE, BlobsMissing, Client
 from esp32tasks.reporting import reported
 
@@ -169,7 +169,7 @@ def push_image(plan: Plan, step: Step, config: RegistryConfig) -> None:
     """``push:<target>``: the target's image under its per-commit tag."""
     root = plan.release.root
     receipt = root / step.push_receipt
-    previous = _previous(receipt)
+    previous = read_previous(receipt)
     remove(receipt)
     check_clean(plan, config, f"{step.name}'s image")
     image = read_json(root / step.image_receipt)
@@ -181,14 +181,6 @@ def push_image(plan: Plan, step: Step, config: RegistryConfig) -> None:
     write_json(receipt, {"target": step.name, "repository": config.repository,
                          "tag": image["tag"], "digest": image["manifest"]["digest"],
                          "pushed": _remembered(image, _known(previous, config.repository))})
-
-
-def _previous(receipt: Path) -> Any:
-    """The last push receipt, or None: unreadable means unknown, never an error."""
-    try:
-        return read_json(receipt)
-    except PublishError:
-        return None
 
 
 @reported

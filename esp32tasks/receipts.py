@@ -15,7 +15,7 @@ from typing import Any
 
 from esp32tasks.errors import PublishError
 
-__all__ = ["read_json", "remove", "write_atomic", "write_json"]
+__all__ = ["read_json", "read_previous", "remove", "write_atomic", "write_json"]
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -46,6 +46,19 @@ def read_json(path: Path) -> Any:
     except json.JSONDecodeError as exc:
         raise PublishError(f"{path} is corrupt ({exc}); delete it and run `doit release`") \
             from None
+
+
+def read_previous(path: Path) -> dict[str, Any] | None:
+    """A task's last receipt, read before it is replaced; None when missing or unreadable.
+
+    It only ever saves work (what was pushed or uploaded before), so an unknown past is
+    never an error: the task then does the full, checked job.
+    """
+    try:
+        value = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def remove(*paths: Path) -> None:

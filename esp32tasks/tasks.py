@@ -67,7 +67,6 @@ def _rmtree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-
 def _build_tasks() -> Iterator[Task]:
     p = current_plan()
     release = p.release
