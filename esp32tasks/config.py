@@ -2,33 +2,45 @@
 
 Messages have the shape ``<file>: <key path>: <problem>; <fix>`` so a user can go
 straight to the line. Nothing downstream reads raw TOML.
+
+This is also the one place that reads our overrides: every ``ESP32TASKS_*`` variable
+(:data:`VARIABLES`) and every doit command-line parameter (:data:`CLI_PARAMETERS`) is read
+here, once, with one boolean parser (:func:`parse_bool`), into the frozen
+:class:`Release`. Nothing else reads the environment for our settings.
 """
 
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Final, Literal, TypeVar, cast, get_args
 
 from esp32tasks.errors import ConfigError
 
 __all__ = [
+    "CLI_PARAMETERS",
     "KNOWN_CHIPS",
     "MAX_TAG_LENGTH",
     "MAX_VERSION_BYTES",
+    "VARIABLES",
     "Builder",
     "Chip",
+    "Login",
     "Project",
     "RegistryConfig",
     "Release",
     "StoreConfig",
     "Target",
+    "Variable",
+    "apply_overrides",
     "load",
     "parse",
+    "parse_bool",
 ]
 
 Chip = Literal[
@@ -107,10 +119,20 @@ class Target:
         return tuple(dict.fromkeys(self.files + self.sdkconfig_defaults))
 
 
+@dataclass(frozen=True, slots=True)
+class Login:
+    """Registry credentials from ``ESP32TASKS_REGISTRY_USER`` / ``..._PASSWORD``."""
+
+    username: str
+    password: str = field(repr=False)
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RegistryConfig:
     repository: str
     """``host[:port]/path``."""
+    source: str = "[registry] repository in targets.toml"
+    """Where ``repository`` came from, for messages about it."""
     insecure: bool = False
     ca_bundle: str | None = None
     timeout: float = 10.0
@@ -118,6 +140,11 @@ class RegistryConfig:
     """Push images of an uncommitted tree (tags end in ``-dirty``)."""
     force: bool = False
     """Overwrite a released tag that points at other content (released versions are immutable)."""
+    login: Login | None = field(default=None, repr=False)
+    """Credentials from our variables; None: the docker config decides."""
+    docker_config: str = ""
+    """The docker config file to read credentials from (``$DOCKER_CONFIG/config.json``, else
+    ``~/.docker/config.json``), as docker finds it."""
 
     @property
     def host(self) -> str:
@@ -135,6 +162,8 @@ class StoreConfig:
     endpoint_url: str | None = None
     region: str | None = None
     create_bucket: bool = False
+    force: bool = False
+    """``ESP32TASKS_FORCE``: overwrite a release.json another revision wrote."""
 
     @property
     def is_s3(self) -> bool:
@@ -156,8 +185,57 @@ class Release:
         return self.path.parent
 
 
-def load(path: Path) -> Release:
-    """Read and validate ``targets.toml``; raise :class:`ConfigError` listing every problem."""
+@dataclass(frozen=True, slots=True)
+class Variable:
+    """One ``ESP32TASKS_*`` variable (README.md's table lists the same)."""
+
+    name: str
+    sets: str
+    kind: Literal["bool", "str", "repository", "secret"]
+
+
+VARIABLES: Final = (
+    Variable("ESP32TASKS_REGISTRY", "[registry] repository", "repository"),
+    Variable("ESP32TASKS_REGISTRY_INSECURE", "[registry] insecure", "bool"),
+    Variable("ESP32TASKS_REGISTRY_CA_BUNDLE", "[registry] ca_bundle", "str"),
+    Variable("ESP32TASKS_REGISTRY_USER", "registry user", "secret"),
+    Variable("ESP32TASKS_REGISTRY_PASSWORD", "registry password", "secret"),
+    Variable("ESP32TASKS_ALLOW_DIRTY", "[registry] allow_dirty", "bool"),
+    Variable("ESP32TASKS_FORCE", "[registry] force and the store's release check", "bool"),
+)
+#: ``doit release <name>=<value>`` parameters; each beats its variable.
+CLI_PARAMETERS: Final = ("registry",)
+_TRUE: Final = ("1", "true", "yes", "on")
+_FALSE: Final = ("0", "false", "no", "off")
+
+
+def parse_bool(name: str, value: str | None) -> bool | None:
+    """The one boolean parser: None when unset or empty, else ``1/true/yes/on`` or
+    ``0/false/no/off`` (any case, surrounding blanks ignored); anything else is an error
+    naming ``name``."""
+    if value is None or not value.strip():
+        return None
+    word = value.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ConfigError([f"{name}={value!r}: not a boolean; use 1, true, yes or on (or 0, "
+                       "false, no or off)"])
+
+
+def load(path: Path, environ: Mapping[str, str] | None = None,
+         cli: Mapping[str, str | None] | None = None) -> Release:
+    """Read and validate ``targets.toml``, then apply the overrides of ``environ``
+    (default: the process environment) and ``cli`` (doit's command-line parameters).
+
+    Raises :class:`ConfigError` listing every problem.
+    """
+    release = _read(path)
+    return apply_overrides(release, os.environ if environ is None else environ, cli or {})
+
+
+def _read(path: Path) -> Release:
     try:
         text = path.read_bytes().decode()
     except FileNotFoundError:
@@ -436,6 +514,79 @@ class _Reader:
             self.fail("store.endpoint_url", f"'{endpoint}' must start with http:// or https://")
         return StoreConfig(url=url, endpoint_url=endpoint, region=region,
                            create_bucket=bool(create))
+
+
+def apply_overrides(release: Release, environ: Mapping[str, str],
+                    cli: Mapping[str, str | None]) -> Release:
+    """``release`` with our variables and command-line parameters applied (pure).
+
+    ``registry=`` on the doit command line beats ``ESP32TASKS_REGISTRY``, which beats
+    ``[registry] repository``; each other variable overrides its key.
+    """
+    problems: list[str] = []
+
+    def flag(name: str) -> bool | None:
+        try:
+            return parse_bool(name, environ.get(name))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            return None
+
+    force = flag("ESP32TASKS_FORCE")
+    allow_dirty = flag("ESP32TASKS_ALLOW_DIRTY")
+    insecure = flag("ESP32TASKS_REGISTRY_INSECURE")
+    registry = release.registry
+    cli_repository = cli.get("registry") or None
+    env_repository = environ.get("ESP32TASKS_REGISTRY") or None
+    repository, source = ((cli_repository, "doit release registry=…") if cli_repository
+                          else (env_repository, "ESP32TASKS_REGISTRY"))
+    if repository is not None:
+        shown = f"registry={repository}" if cli_repository else \
+            f"ESP32TASKS_REGISTRY={repository}"
+        if not _valid_repository(repository):
+            problems.append(f"{shown}: not host[:port]/path with a lower-case path (e.g. "
+                            "harbor.example.com/cloud-iot/hello)")
+        else:
+            registry = (RegistryConfig(repository=repository, source=source) if registry is None
+                        else replace(registry, repository=repository, source=source))
+    login = _login(environ, problems)
+    if problems:
+        raise ConfigError(problems)
+    store = replace(release.store, force=True) if force else release.store
+    if registry is None:
+        return replace(release, store=store)
+    changes: dict[str, object] = {"docker_config": _docker_config(environ), "login": login}
+    for key, value in (("force", force), ("allow_dirty", allow_dirty), ("insecure", insecure)):
+        if value is not None:
+            changes[key] = value
+    if environ.get("ESP32TASKS_REGISTRY_CA_BUNDLE"):
+        changes["ca_bundle"] = environ["ESP32TASKS_REGISTRY_CA_BUNDLE"]
+    return replace(release, store=store, registry=replace(registry, **changes))  # type: ignore[arg-type]
+
+
+def _login(environ: Mapping[str, str], problems: list[str]) -> Login | None:
+    user = environ.get("ESP32TASKS_REGISTRY_USER")
+    password = environ.get("ESP32TASKS_REGISTRY_PASSWORD")
+    if not (user or password):
+        return None
+    if not (user and password):
+        missing = "ESP32TASKS_REGISTRY_PASSWORD" if user else "ESP32TASKS_REGISTRY_USER"
+        problems.append(f"{missing} is not set; set both ESP32TASKS_REGISTRY_USER and "
+                        "ESP32TASKS_REGISTRY_PASSWORD, or neither to use the docker config")
+        return None
+    return Login(user, password)
+
+
+def _docker_config(environ: Mapping[str, str]) -> str:
+    """Where docker keeps its config: ``$DOCKER_CONFIG/config.json``, else the home's."""
+    if environ.get("DOCKER_CONFIG"):
+        return str(Path(environ["DOCKER_CONFIG"]) / "config.json")
+    home = environ.get("HOME") or str(Path.home())
+    return str(Path(home) / ".docker" / "config.json")
+
+
+def _valid_repository(repository: str) -> bool:
+    return _REPOSITORY.fullmatch(repository) is not None
 
 
 def _type_name(value: object) -> str:

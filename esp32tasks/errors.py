@@ -1,4 +1,5 @@
-"""One exception family; :mod:`esp32tasks.reporting` turns it into one-line messages."""
+"""One exception family. Domain code raises only these; the one boundary in
+:mod:`esp32tasks.tasks.boundary` turns them into one ``error:`` line and a non-zero exit."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ __all__ = [
     "RegistryError",
     "RegistryUnreachable",
     "ReleaseRefused",
+    "StaleReceipt",
     "StoreAuthError",
     "StoreBucketMissing",
     "StoreError",
@@ -37,6 +39,10 @@ class ConfigError(Esp32TasksError):
 
 class GitError(Esp32TasksError):
     """The repository cannot tell us what we need (no git, no commit)."""
+
+
+class StaleReceipt(Esp32TasksError):
+    """A task's input receipt is missing or unreadable: its producer must run again."""
 
 
 class CommandFailed(Esp32TasksError):

@@ -11,7 +11,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from esp32tasks.errors import GitError
-from esp32tasks.receipts import write_json
+from esp32tasks.files import write_atomic
 
 __all__ = ["GitState", "read"]
 
@@ -54,8 +54,9 @@ def read(root: Path, app_dir: PurePosixPath, ignore: Iterable[str],
         cache.parent.mkdir(parents=True, exist_ok=True)  # before the stats: it is a change
     state, watched = _ask_git(root, app_dir, skip)
     if cache is not None:
-        write_json(cache, {"version": _CACHE_VERSION, "key": key, "state": asdict(state),
-                           "stats": {p: _stat(str(root), p) for p in watched}})
+        entry = {"version": _CACHE_VERSION, "key": key, "state": asdict(state),
+                 "stats": {p: _stat(str(root), p) for p in watched}}
+        write_atomic(cache, json.dumps(entry, sort_keys=True).encode())
     return state
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from esp32tasks.errors import PublishError
-from esp32tasks.receipts import write_atomic
+from esp32tasks.files import write_atomic
 
 __all__ = [
     "CONFIG_MEDIA_TYPE",
@@ -185,8 +185,7 @@ class Layout:
         write_atomic(path, blob.data)
         return True
 
-    def tag(self, ref: str, blob: Blob, slot: str, extra: Mapping[str, Any] | None = None) \
-            -> None:
+    def tag(self, ref: str, blob: Blob, slot: str) -> None:
         """Point ``ref`` at ``blob`` (already written), replacing the ref that filled ``slot``.
 
         A slot is "target X" or "the index": the layout mirrors the current release, so a
@@ -198,8 +197,7 @@ class Layout:
                 if d.get("annotations", {}).get(SLOT) != slot
                 and d.get("annotations", {}).get(REF_NAME) != ref
             ]
-            index["manifests"].append(blob.descriptor(
-                **(extra or {}), annotations={REF_NAME: ref, SLOT: slot}))
+            index["manifests"].append(blob.descriptor(annotations={REF_NAME: ref, SLOT: slot}))
             index["manifests"].sort(key=lambda d: d["annotations"][REF_NAME])
 
     def resolve(self, ref: str) -> dict[str, Any] | None:

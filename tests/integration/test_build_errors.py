@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import Repo
+from tests.support.repo import Repo
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import pytest
 
 from esp32tasks import gitinfo
 from esp32tasks.errors import GitError
-from tests.conftest import GIT_ENV
+from tests.support.repo import GIT_ENV
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Repo
+from tests.support.repo import Repo
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from esp32tasks import oci
-from tests.conftest import Repo
+from tests.support.repo import Repo
 from tests.integration.test_registry_release import TARGETS, receipt
 from tests.servers.registry import PASSWORD, USER, RegistryServer, configure
 

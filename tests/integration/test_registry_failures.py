@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from tests.conftest import Repo
+from tests.support.repo import Repo
 from tests.integration.test_registry_release import (
     TARGETS,
     blob_puts,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Repo
+from tests.support.repo import Repo
 from tests.servers.registry import RegistryServer, Request, configure, free_port
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Repo
+from tests.support.repo import Repo
 
 pytestmark = pytest.mark.integration
 

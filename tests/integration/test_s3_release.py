@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Repo
+from tests.support.repo import Repo
 from tests.servers.registry import RegistryServer, configure
 from tests.servers.s3 import (
     ADMIN,

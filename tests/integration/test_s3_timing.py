@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Repo
+from tests.support.repo import Repo
 from tests.integration.test_s3_release import (
     MANIFEST,
     PREFIX,

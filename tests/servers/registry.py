@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from tests.conftest import Repo
+    from tests.support.repo import Repo
 
 __all__ = ["FlakyProxy", "HungServer", "RegistryServer", "Request", "configure", "free_port",
            "make_ca"]

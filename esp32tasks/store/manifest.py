@@ -7,34 +7,43 @@ its presence means the release is complete.
 
 A released version is immutable, as a tag in the registry is: a ``release.json`` in an S3
 store that came from another git revision is neither overwritten nor are the objects it
-lists, unless ``ESP32TASKS_FORCE=1``. A release from a dirty tree may be replaced, as its
-``-dirty`` tags may. A local directory store is a working copy and takes any revision.
+lists, unless ``ESP32TASKS_FORCE=1`` (``StoreConfig.force``). A release from a dirty tree
+may be replaced, as its ``-dirty`` tags may. A local directory store is a working copy
+and takes any revision.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
-from pathlib import Path, PurePosixPath
-from typing import Any, Final
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from esp32tasks.errors import PublishError, StoreReleaseConflict
+from esp32tasks.files import remove, write_atomic
 from esp32tasks.plan import RECEIPTS, Plan
-from esp32tasks.receipts import read_json, remove, write_atomic
-from esp32tasks.reporting import reported
+from esp32tasks.runcache import per_run
 from esp32tasks.store import Store, open_store
 
+if TYPE_CHECKING:
+    from esp32tasks.receipts import (
+        BuildReceipt,
+        ImageReceipt,
+        IndexReceipt,
+        PushIndexReceipt,
+        PushReceipt,
+        UploadReceipt,
+    )
+
 __all__ = [
-    "ENV_FORCE",
     "FORMAT",
     "MANIFEST_NAME",
     "RECEIPT",
+    "Inputs",
     "check_release",
     "check_release_once",
     "document",
     "encode",
-    "forced",
     "guards",
     "inputs",
     "manifest_key",
@@ -45,16 +54,10 @@ MANIFEST_NAME: Final = "release.json"
 FORMAT: Final = "esp32tasks.release/v1"
 #: The local copy of what was published: the manifest task's target.
 RECEIPT: Final = RECEIPTS / MANIFEST_NAME
-#: Shared with the registry: overwrite what an earlier revision released.
-ENV_FORCE: Final = "ESP32TASKS_FORCE"
+
 
 def manifest_key(plan: Plan) -> str:
     return plan.release_prefix + MANIFEST_NAME
-
-
-def forced(environ: Mapping[str, str] | None = None) -> bool:
-    value = (os.environ if environ is None else environ).get(ENV_FORCE, "")
-    return value.strip().lower() in ("1", "true", "yes", "on")
 
 
 def inputs(plan: Plan, *, pushed: bool) -> list[PurePosixPath]:
@@ -67,42 +70,85 @@ def inputs(plan: Plan, *, pushed: bool) -> list[PurePosixPath]:
     return files
 
 
-def document(plan: Plan, receipts: Mapping[PurePosixPath, Any], *, pushed: bool) -> \
-        dict[str, Any]:
+class TargetInputs(NamedTuple):
+    built: BuildReceipt
+    uploaded: UploadReceipt
+    image: ImageReceipt
+    pushed: PushReceipt | None
+
+
+class Inputs(NamedTuple):
+    """Every receipt the manifest is made of, by target."""
+
+    targets: Mapping[str, TargetInputs]
+    local_index: IndexReceipt
+    pushed_index: PushIndexReceipt | None
+
+
+def read_inputs(plan: Plan, *, pushed: bool) -> Inputs:
+    from esp32tasks.receipts import (
+        BuildReceipt,
+        ImageReceipt,
+        IndexReceipt,
+        PushIndexReceipt,
+        PushReceipt,
+        UploadReceipt,
+        load,
+    )
+
+    root = plan.release.root
+
+    def get(path: PurePosixPath, kind: Any) -> Any:
+        return load(root / path, kind, path.as_posix())
+
+    return Inputs(
+        targets={s.name: TargetInputs(
+            built=get(s.build_receipt, BuildReceipt),
+            uploaded=get(s.upload_receipt, UploadReceipt),
+            image=get(s.image_receipt, ImageReceipt),
+            pushed=get(s.push_receipt, PushReceipt) if pushed else None,
+        ) for s in plan.steps},
+        local_index=get(plan.index_receipt, IndexReceipt),
+        pushed_index=get(plan.push_index_receipt, PushIndexReceipt) if pushed else None,
+    )
+
+
+def document(plan: Plan, inputs: Inputs) -> dict[str, Any]:
     """The manifest, from the receipts: a pure function, so equal facts give equal bytes."""
     project = plan.release.project
-    index = receipts[plan.index_receipt]
+    index = inputs.local_index
     targets: dict[str, Any] = {}
     for step in plan.steps:
-        built = receipts[step.build_receipt]
-        uploaded = {o["key"]: o["sha256"] for o in receipts[step.upload_receipt]["objects"]}
-        image = receipts[step.image_receipt]
+        facts = inputs.targets[step.name]
+        uploaded = {o.key: o.sha256 for o in facts.uploaded.objects}
+        image = facts.image
         artifacts = []
-        for artifact in sorted(built["artifacts"], key=lambda a: a["name"]):
-            key = step.store_prefix + artifact["name"]
-            if uploaded.get(key) != artifact["sha256"]:
-                raise PublishError(f"{step.upload_receipt} does not list {artifact['name']} "
+        for artifact in sorted(facts.built.artifacts, key=lambda a: a.name):
+            key = step.store_prefix + artifact.name
+            if uploaded.get(key) != artifact.sha256:
+                raise PublishError(f"{step.upload_receipt} does not list {artifact.name} "
                                    f"as built in {step.build_receipt}; run `doit release`")
             artifacts.append({
-                "name": artifact["name"],
-                "kind": artifact["kind"],
+                "name": artifact.name,
+                "kind": artifact.kind,
                 "path": key.removeprefix(plan.release_prefix),
-                "size": artifact["size"],
-                "sha256": artifact["sha256"],
+                "size": artifact.size,
+                "sha256": artifact.sha256,
             })
-        if image["manifest"]["digest"] != index["targets"][step.name]["digest"]:
+        child = index.child(step.name)
+        if child is None or image.manifest.digest != child.digest:
             raise PublishError(f"{step.image_receipt} does not match {plan.index_receipt}; "
                                "run `doit release`")
         entry: dict[str, Any] = {
             "chip": step.target.chip,
             "artifacts": artifacts,
-            "image": {"tag": image["tag"], "digest": image["manifest"]["digest"],
-                      "size": image["manifest"]["size"]},
+            "image": {"tag": image.tag, "digest": image.manifest.digest,
+                      "size": image.manifest.size},
         }
-        if pushed:
-            sent = receipts[step.push_receipt]
-            entry["registry"] = {"repository": sent["repository"], "tag": sent["tag"],
-                                 "digest": sent["digest"]}
+        if facts.pushed is not None:
+            sent = facts.pushed
+            entry["registry"] = {"repository": sent.repository, "tag": sent.tag,
+                                 "digest": sent.digest}
         targets[step.name] = entry
     result: dict[str, Any] = {
         "format": FORMAT,
@@ -111,15 +157,15 @@ def document(plan: Plan, receipts: Mapping[PurePosixPath, Any], *, pushed: bool)
         "git": {"revision": plan.git.revision, "commit_time": plan.git.commit_time,
                 "dirty": plan.git.dirty},
         "targets": targets,
-        "index": {"tag": index["tag"], "digest": index["index"]["digest"]},
+        "index": {"tag": index.tag, "digest": index.index.digest},
     }
     if project.source:
         result["project"]["source"] = project.source
-    if pushed:
-        pushed_index = receipts[plan.push_index_receipt]
-        result["registry"] = {"repository": pushed_index["repository"],
-                              "index": {"tag": pushed_index["tag"],
-                                        "digest": pushed_index["digest"]}}
+    if inputs.pushed_index is not None:
+        pushed_index = inputs.pushed_index
+        result["registry"] = {"repository": pushed_index.repository,
+                              "index": {"tag": pushed_index.tag,
+                                        "digest": pushed_index.digest}}
     return result
 
 
@@ -142,34 +188,36 @@ def check_release(store: Store, plan: Plan, *, force: bool) -> bytes | None:
     except (ValueError, KeyError, TypeError):
         raise StoreReleaseConflict(
             f"{store.describe(key)} exists but is not an esp32tasks release manifest; "
-            f"remove it, or overwrite it with {ENV_FORCE}=1") from None
+            "remove it, or overwrite it with ESP32TASKS_FORCE=1") from None
     if revision != plan.git.revision and not dirty:
         raise StoreReleaseConflict(
             f"{store.describe(key)} was released from commit {revision[:7]}, not "
             f"{plan.git.short}; released versions are immutable: bump [project] version, "
-            f"or overwrite with {ENV_FORCE}=1")
+            "or overwrite with ESP32TASKS_FORCE=1")
     return existing
 
 
-#: (manifest URL, endpoint, revision) already checked by this process.
-_checked: set[tuple[str, str, str]] = set()
+def check_release_once(store: Store, plan: Plan) -> None:
+    """:func:`check_release` for the upload tasks: one GET per run, not per target.
 
-
-def check_release_once(store: Store, plan: Plan, *, force: bool) -> None:
-    """:func:`check_release` for the upload tasks: one GET per process, not per target.
-
-    Forced, there is nothing to check (every upload may overwrite). The answer is kept in
-    this process only, never in a receipt: a check from an earlier run cannot see a release
+    Forced, there is nothing to check (every upload may overwrite). The answer is kept for
+    this run only, never in a receipt: a check from an earlier run cannot see a release
     made since, and :func:`publish` checks again before it writes release.json.
     """
-    if force:
+    if plan.release.store.force:
         return
     token = (store.describe(manifest_key(plan)), plan.release.store.endpoint_url or "",
              plan.git.revision)
-    if token in _checked:
+    if token in _checked():
         return
     check_release(store, plan, force=False)
-    _checked.add(token)
+    _checked().add(token)
+
+
+@per_run
+def _checked() -> set[tuple[str, str, str]]:
+    """(manifest URL, endpoint, revision) already checked in this run."""
+    return set()
 
 
 def guards(plan: Plan) -> bool:
@@ -177,23 +225,16 @@ def guards(plan: Plan) -> bool:
     return plan.release.store.is_s3
 
 
-@reported
 def publish(plan: Plan, pushed: bool) -> None:
     """The ``manifest`` action: release.json into the store, last; a local copy as receipt."""
     root = plan.release.root
     remove(root / RECEIPT)
-    receipts = {path: read_json(root / path) for path in inputs(plan, pushed=pushed)}
-    data = encode(document(plan, receipts, pushed=pushed))
+    data = encode(document(plan, read_inputs(plan, pushed=pushed)))
     store = open_store(plan.release.store, root)
     key = manifest_key(plan)
     if not guards(plan):
         store.put_bytes(key, data)  # a local directory compares its own copy
-    elif forced() or check_release(store, plan, force=False) != data:
+    elif plan.release.store.force or check_release(store, plan, force=False) != data:
         # we may overwrite whatever is there, or have just read other bytes there: no HEAD
         store.put_bytes(key, data, check=False)
     write_atomic(root / RECEIPT, data)
-
-
-def read_local(root: Path) -> Any:
-    """The last published manifest, from its receipt."""
-    return read_json(root / RECEIPT)

@@ -2,39 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import sys
-from collections.abc import Callable
-from typing import Any, ParamSpec
+from typing import Any
 
 from doit.exceptions import TaskFailed
 from doit.reporter import ConsoleReporter
 
-from esp32tasks.errors import Esp32TasksError
-
-_P = ParamSpec("_P")
-
-
-def reported(func: Callable[_P, None]) -> Callable[_P, Any]:
-    """Turn our errors into doit failures that print as one message, not a traceback."""
-
-    @functools.wraps(func)
-    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> Any:
-        try:
-            func(*args, **kwargs)
-        except Esp32TasksError as exc:
-            return TaskFailed(str(exc))
-        return None
-
-    return wrapper
-
-__all__ = ["Reporter", "fail", "reported"]
-
-
-def fail(message: str, code: int = 2) -> SystemExit:
-    """For errors before any task runs (bad config, no git): one message, non-zero exit."""
-    sys.stderr.write(f"error: {message}\n")
-    return SystemExit(code)
+__all__ = ["Reporter"]
 
 
 class Reporter(ConsoleReporter):  # type: ignore[misc]  # doit ships no type hints

@@ -12,16 +12,16 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import tarfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from esp32tasks.config import RegistryConfig
-from esp32tasks.errors import PublishError, VerifyFailed
+from esp32tasks.errors import ConfigError, PublishError, VerifyFailed
 from esp32tasks.plan import Plan
-from esp32tasks.receipts import read_json
-from esp32tasks.registry import Client
-from esp32tasks.reporting import reported
+from esp32tasks.registry.client import Client
+
+if TYPE_CHECKING:
+    from esp32tasks.receipts import ImageReceipt
 
 __all__ = ["check_target", "firmware_in_layer", "verify"]
 
@@ -39,7 +39,7 @@ def firmware_in_layer(layer: bytes) -> tuple[str, bytes] | None:
 
 
 def check_target(client: Client, index: dict[str, Any], target: str,
-                 image: dict[str, Any]) -> list[str]:
+                 image: ImageReceipt) -> list[str]:
     """Problems for one target (empty when the registry serves exactly our image)."""
     matches = [d for d in index.get("manifests", [])
                if d.get("platform", {}).get("os") == "custom"
@@ -48,20 +48,20 @@ def check_target(client: Client, index: dict[str, Any], target: str,
         return ["the index has no child for platform custom/" + target]
     problems = []
     child = matches[0]
-    ours = image["manifest"]["digest"]
+    ours = image.manifest.digest
     if child["digest"] != ours:
         problems.append(f"the index points at {child['digest']}, the local image is {ours}")
-    tagged = client.manifest_digest(image["tag"])
+    tagged = client.manifest_digest(image.tag)
     if tagged is None:
-        problems.append(f"tag {image['tag']} is missing")
+        problems.append(f"tag {image.tag} is missing")
     elif tagged != ours:
-        problems.append(f"tag {image['tag']} points at {tagged}, the local image is {ours}")
+        problems.append(f"tag {image.tag} points at {tagged}, the local image is {ours}")
     _, data = client.get_manifest(child["digest"])
     manifest = json.loads(data)
     layers = manifest.get("layers") or []
-    if manifest.get("config", {}).get("digest") != image["config"]["digest"]:
+    if manifest.get("config", {}).get("digest") != image.config.digest:
         problems.append(f"config is {manifest.get('config', {}).get('digest')}, the local "
-                        f"one is {image['config']['digest']}")
+                        f"one is {image.config.digest}")
     if len(layers) != 1:
         return [*problems, f"the image has {len(layers)} layers, expected 1"]
     blob = client.get_blob(layers[0]["digest"])
@@ -71,38 +71,43 @@ def check_target(client: Client, index: dict[str, Any], target: str,
         found = firmware_in_layer(blob)
     except (OSError, tarfile.TarError, EOFError) as exc:
         return [*problems, f"layer {layers[0]['digest']} is not a gzip tar ({exc})"]
-    expected = image["firmware"]
+    expected = image.firmware
     if found is None:
         problems.append("the layer holds no file whose path contains 'firmware'")
     else:
         name, firmware = found
-        if name != f"firmware/{expected['name']}":
-            problems.append(f"the consumer would flash {name}, not firmware/{expected['name']}")
-        if hashlib.sha256(firmware).hexdigest() != expected["sha256"]:
-            problems.append(f"{name} differs from the local {expected['name']} "
+        if name != f"firmware/{expected.name}":
+            problems.append(f"the consumer would flash {name}, not firmware/{expected.name}")
+        if hashlib.sha256(firmware).hexdigest() != expected.sha256:
+            problems.append(f"{name} differs from the local {expected.name} "
                             f"(sha256 {hashlib.sha256(firmware).hexdigest()[:12]}…, "
-                            f"local {expected['sha256'][:12]}…)")
+                            f"local {expected.sha256[:12]}…)")
     return problems
 
 
-@reported
-def verify(plan: Plan, config: RegistryConfig) -> None:
+def verify(plan: Plan, config: RegistryConfig | None) -> None:
+    """``doit verify``: one line per target, :class:`VerifyFailed` on any difference."""
+    from esp32tasks.receipts import ImageReceipt, IndexReceipt, load
+
+    if config is None:
+        raise ConfigError(["no registry configured: add [registry] repository = "
+                           '"host/path" to targets.toml, or set ESP32TASKS_REGISTRY'])
     root = plan.release.root
-    receipt = read_json(root / plan.index_receipt)
-    client = Client(config, root, os.environ)
-    where = f"{config.repository}:{receipt['tag']}"
+    receipt = load(root / plan.index_receipt, IndexReceipt, plan.index_receipt.as_posix())
+    client = Client(config, root)
+    where = f"{config.repository}:{receipt.tag}"
     report: list[str] = []
-    index_digest = client.manifest_digest(receipt["tag"])
+    index_digest = client.manifest_digest(receipt.tag)
     if index_digest is None:
         raise VerifyFailed(f"{where} does not exist; run `doit release` to push it")
-    if index_digest != receipt["index"]["digest"]:
+    if index_digest != receipt.index.digest:
         report.append(f"index: {where} is {index_digest}, the local index is "
-                      f"{receipt['index']['digest']}")
+                      f"{receipt.index.digest}")
     _, data = client.get_manifest(index_digest)
     index = json.loads(data)
     failed = bool(report)
     for step in plan.steps:
-        image = read_json(root / step.image_receipt)
+        image = load(root / step.image_receipt, ImageReceipt, step.image_receipt.as_posix())
         try:
             problems = check_target(client, index, step.name, image)
         except PublishError as exc:

@@ -1,8 +1,9 @@
-"""Registry credentials: our environment variables, else the docker config, read-only.
+"""Registry credentials: our variables (already read by config), else the docker config.
 
-The lookup follows the docker CLI: ``$DOCKER_CONFIG/config.json`` (else
-``~/.docker/config.json``); ``credHelpers[<host>]`` wins, else ``credsStore``, else the
-``auths`` entry (base64 ``user:password`` in ``auth``, or ``username``/``password``).
+The lookup follows the docker CLI, in the file config resolved
+(``$DOCKER_CONFIG/config.json``, else ``~/.docker/config.json``): ``credHelpers[<host>]``
+wins, else ``credsStore``, else the ``auths`` entry (base64 ``user:password`` in ``auth``,
+or ``username``/``password``).
 Helpers are run as ``docker-credential-<name> get`` with the host on stdin, as docker does.
 Nothing here writes a file, logs a secret, or puts one in an exception message.
 """
@@ -14,17 +15,17 @@ import binascii
 import json
 import os
 import subprocess
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from esp32tasks.config import Login
 from esp32tasks.errors import ConfigError, RegistryAuthError
 
-__all__ = ["ENV_PASSWORD", "ENV_USER", "Credentials", "config_path", "lookup"]
+__all__ = ["Credentials", "lookup"]
 
-ENV_USER: Final = "ESP32TASKS_REGISTRY_USER"
-ENV_PASSWORD: Final = "ESP32TASKS_REGISTRY_PASSWORD"  # noqa: S105  # a variable's name
+_ENV_USER: Final = "ESP32TASKS_REGISTRY_USER"
+_ENV_PASSWORD: Final = "ESP32TASKS_REGISTRY_PASSWORD"  # noqa: S105  # a variable's name
 HELPER_TIMEOUT: Final = 30.0
 #: What credential helpers print when they hold nothing for the host (docker-credential-helpers).
 _NOT_FOUND: Final = "credentials not found in native keychain"
@@ -43,30 +44,20 @@ class Credentials:
         return f"Basic {token}"
 
 
-def config_path(environ: Mapping[str, str]) -> Path:
-    if environ.get("DOCKER_CONFIG"):
-        return Path(environ["DOCKER_CONFIG"]) / "config.json"
-    home = environ.get("HOME") or str(Path.home())
-    return Path(home) / ".docker" / "config.json"
+def lookup(host: str, login: Login | None, docker_config: str) -> Credentials | None:
+    """Credentials for ``host`` (``name[:port]``), or None for anonymous access.
 
-
-def lookup(host: str, environ: Mapping[str, str] | None = None) -> Credentials | None:
-    """Credentials for ``host`` (``name[:port]``), or None for anonymous access."""
-    env = os.environ if environ is None else environ
-    user, password = env.get(ENV_USER), env.get(ENV_PASSWORD)
-    if user or password:
-        if not (user and password):
-            missing = ENV_PASSWORD if user else ENV_USER
-            raise ConfigError([f"{missing} is not set; set both {ENV_USER} and "
-                               f"{ENV_PASSWORD}, or neither to use the docker config"])
-        return Credentials(user, password, f"{ENV_USER}/{ENV_PASSWORD}")
-    path = config_path(env)
+    ``login`` (our variables) wins; else the docker config file ``docker_config``.
+    """
+    if login is not None:
+        return Credentials(login.username, login.password, f"{_ENV_USER}/{_ENV_PASSWORD}")
+    path = Path(docker_config)
     config = _read_config(path)
     if config is None:
         return None
     helper = _helper_for(config, host, path)
     if helper is not None:
-        return _from_helper(helper, host, env)
+        return _from_helper(helper, host)
     return _from_auths(config, host, path)
 
 
@@ -94,11 +85,12 @@ def _helper_for(config: dict[str, Any], host: str, path: Path) -> str | None:
     return store if isinstance(store, str) and store else None
 
 
-def _from_helper(name: str, host: str, env: Mapping[str, str]) -> Credentials | None:
+def _from_helper(name: str, host: str) -> Credentials | None:
     program = f"docker-credential-{name}"
     try:
+        # the helper's own environment is ours, as docker passes it (keyrings need it)
         proc = subprocess.run([program, "get"], input=host.encode(), capture_output=True,
-                              env=dict(env), timeout=HELPER_TIMEOUT, check=False)
+                              env=dict(os.environ), timeout=HELPER_TIMEOUT, check=False)
     except FileNotFoundError:
         raise RegistryAuthError(f"credential helper '{program}' (from the docker config) is "
                                 "not on PATH; install it or remove it from the docker config") \
@@ -125,7 +117,7 @@ def _from_helper(name: str, host: str, env: Mapping[str, str]) -> Credentials | 
     if username == "<token>":
         raise RegistryAuthError(f"credential helper '{program}' holds an identity token for "
                                 f"{host}; esp32tasks needs a user and password (or set "
-                                f"{ENV_USER}/{ENV_PASSWORD})")
+                                f"{_ENV_USER}/{_ENV_PASSWORD})")
     if not username and not secret:
         return None
     return Credentials(username, secret, program)

@@ -21,7 +21,6 @@ more than a whole no-op doit run.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from typing import Any, Final
@@ -57,6 +56,7 @@ class Transport(oras.provider.Registry):  # type: ignore[misc]  # oras-py ships 
         super().__init__(hostname=host, insecure=insecure, tls_verify=verify,
                          auth_backend="basic")
         self.session.trust_env = False  # no ~/.netrc credentials, no proxy for loopback
+        self.session.verify = verify  # requests' own setting, for every request we send
         # only what we set: urllib3 would add Accept-Encoding: identity unless told to skip it
         self.session.headers = CaseInsensitiveDict({"User-Agent": USER_AGENT,
                                                     "Accept-Encoding": SKIP_HEADER})
@@ -69,8 +69,6 @@ class Transport(oras.provider.Registry):  # type: ignore[misc]  # oras-py ships 
         self.fixed_headers: dict[str, str] = {}
         if authorization is not None:
             self.fixed_headers["Authorization"] = authorization
-        self.requests_sent = 0
-        self._count_lock = threading.Lock()  # blobs of one image go up from threads
 
     def do_request(self, url: str, method: str = "GET", *, data: Any = None,
                    headers: dict[str, str] | None = None, json: Any = None,
@@ -80,11 +78,9 @@ class Transport(oras.provider.Registry):  # type: ignore[misc]  # oras-py ships 
         status_retries = connect_retries = 0
         while True:
             try:
-                with self._count_lock:
-                    self.requests_sent += 1
                 response: requests.Response = self.session.request(
                     method, url, data=data, json=json, headers=headers, stream=stream,
-                    verify=self._tls_verify, timeout=(self.timeout, self.timeout))
+                    timeout=(self.timeout, self.timeout))
             except requests.exceptions.SSLError as exc:
                 raise RegistryUnreachable(
                     f"TLS with registry {self.hostname} failed ({_reason(exc)}); check "

@@ -17,7 +17,6 @@ line naming the endpoint and the bucket.
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -47,7 +46,8 @@ from esp32tasks.errors import (
     StoreError,
     StoreUnreachable,
 )
-from esp32tasks.store import content_type
+from esp32tasks.runcache import per_run
+from esp32tasks.store.base import content_type
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -115,8 +115,8 @@ class S3Store:
 
     @classmethod
     def from_config(cls, config: StoreConfig) -> S3Store:
-        """One store (and client) per configuration per process: doit runs every action of
-        a release in one process, and each new client costs about 50 ms."""
+        """One store (and client) per configuration per run: doit runs every action of a
+        release in one process, and each new client costs about 50 ms."""
         return _cached_store(config)
 
     @property
@@ -345,7 +345,7 @@ def _trim_requests(client: S3Client, unsigned: Config) -> None:
         events.register(f"before-sign.s3.{operation}", unsigned_payload)
 
 
-@functools.cache
+@per_run
 def _cached_store(config: StoreConfig) -> S3Store:
     bucket, prefix = parse_url(config.url)
     session = boto3.session.Session()

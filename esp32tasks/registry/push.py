@@ -28,28 +28,28 @@ unless forced). Its children are there (each push task's PUT succeeded).
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
+import json
+from typing import TYPE_CHECKING
 
 from esp32tasks import oci
 from esp32tasks.config import RegistryConfig
 from esp32tasks.errors import PublishError, RegistryError, ReleaseRefused
+from esp32tasks.files import remove
 from esp32tasks.plan import Plan, Step
-from esp32tasks.receipts import read_json, read_previous, remove, write_json
-from esp32tasks.registry import ENV_ALLOW_DIRTY, ENV_FORCE, BlobsMissing, Client
-from esp32tasks.reporting import reported
+from esp32tasks.registry.client import BlobsMissing, Client, shared
 
-__all__ = ["push_image", "push_index"]
+if TYPE_CHECKING:
+    from esp32tasks.receipts import Descriptor, ImageReceipt, PushReceipt
+
+__all__ = ["push_image", "push_index", "send_image"]
 
 
 def check_clean(plan: Plan, config: RegistryConfig, what: str) -> None:
     if plan.git.dirty and not config.allow_dirty:
         raise ReleaseRefused(
             f"refusing to push {what} from a working tree with uncommitted changes; commit "
-            f"them, or allow it with {ENV_ALLOW_DIRTY}=1 (or [registry] allow_dirty = true): "
-            "the tags then end in -dirty")
+            "them, or allow it with ESP32TASKS_ALLOW_DIRTY=1 (or [registry] allow_dirty = "
+            "true): the tags then end in -dirty")
 
 
 def _immutable(config: RegistryConfig, tag: str, current: str, ours: str, *,
@@ -58,7 +58,7 @@ def _immutable(config: RegistryConfig, tag: str, current: str, ours: str, *,
     return ReleaseRefused(
         f"{config.repository}:{tag} already points at {current}{by}, not at this build's "
         f"{ours}; released versions are immutable: bump [project] version, or overwrite "
-        f"with {ENV_FORCE}=1 (or [registry] force = true)")
+        "with ESP32TASKS_FORCE=1 (or [registry] force = true)")
 
 
 def _may_overwrite(config: RegistryConfig, tag: str) -> bool:
@@ -69,23 +69,15 @@ def _may_overwrite(config: RegistryConfig, tag: str) -> bool:
 REMEMBERED = 48
 
 
-def _known(previous: Any, repository: str) -> list[str] | None:
+def _known(previous: PushReceipt | None, repository: str) -> tuple[str, ...] | None:
     """Digests our pushes put in ``repository``, newest first, if the receipt says."""
-    if not isinstance(previous, dict) or previous.get("repository") != repository:
+    if previous is None or previous.repository != repository:
         return None
-    pushed = previous.get("pushed")
-    if isinstance(pushed, list) and all(isinstance(d, str) for d in pushed):
-        return list(pushed)
-    digest = previous.get("digest")  # a receipt from before "pushed" existed
-    return [digest] if isinstance(digest, str) else None
+    return previous.pushed
 
 
-def _blobs(image: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    return [image["layer"], image["config"]]
-
-
-def _upload(client: Client, layout: oci.Layout, descriptor: Mapping[str, Any]) -> None:
-    digest = descriptor["digest"]
+def _upload(client: Client, layout: oci.Layout, descriptor: Descriptor) -> None:
+    digest = descriptor.digest
     if not layout.has_blob(digest):
         layout.read_blob(digest)  # raises the message that says how to rebuild the layout
     try:
@@ -95,32 +87,31 @@ def _upload(client: Client, layout: oci.Layout, descriptor: Mapping[str, Any]) -
         raise
 
 
-def _send_missing(client: Client, layout: oci.Layout,
-                  blobs: list[Mapping[str, Any]]) -> None:
+def _send_missing(client: Client, layout: oci.Layout, blobs: list[Descriptor]) -> None:
     """HEAD each blob and send the missing ones, blobs side by side."""
-    def one(descriptor: Mapping[str, Any]) -> None:
-        if not client.has_blob(descriptor["digest"]):
+    def one(descriptor: Descriptor) -> None:
+        if not client.has_blob(descriptor.digest):
             _upload(client, layout, descriptor)
 
     client.parallel(one, blobs)
 
 
-def _put_manifest(client: Client, layout: oci.Layout, image: Mapping[str, Any],
-                  manifest: oci.Blob, checked: list[Mapping[str, Any]]) -> None:
+def _put_manifest(client: Client, layout: oci.Layout, image: ImageReceipt,
+                  manifest: oci.Blob, checked: list[Descriptor]) -> None:
     """PUT the manifest; if the registry lacks blobs we did not check, check and retry."""
     try:
-        client.put_manifest(image["tag"], manifest)
+        client.put_manifest(image.tag, manifest)
     except BlobsMissing:
-        unchecked = [b for b in _blobs(image) if b not in checked]
+        unchecked = [b for b in image.blobs if b not in checked]
         if not unchecked:
             raise
         _send_missing(client, layout, unchecked)
-        client.put_manifest(image["tag"], manifest)
+        client.put_manifest(image.tag, manifest)
 
 
-def _send_known(client: Client, layout: oci.Layout, image: Mapping[str, Any],
-                manifest: oci.Blob, *, previous: Mapping[str, Any], known: list[str]) -> None:
-    tag, digest = image["tag"], image["manifest"]["digest"]
+def _send_known(client: Client, layout: oci.Layout, image: ImageReceipt,
+                manifest: oci.Blob, *, previous: PushReceipt, known: tuple[str, ...]) -> None:
+    tag, digest = image.tag, image.manifest.digest
     # The per-commit tag is not HEADed. If it is the tag of our last push, the receipt says
     # what it points at, and moving a clean tag to other bytes is refused right here. If it
     # is not (a new commit), we never pushed it, and it carries a commit nobody had pushed
@@ -128,25 +119,24 @@ def _send_known(client: Client, layout: oci.Layout, image: Mapping[str, Any],
     # Someone else may have pushed that commit (another machine without our receipts would
     # HEAD it); at worst the tag moves to this build of the same commit. The released
     # version is the index tag, which push-index always checks before moving it.
-    if previous.get("tag") == tag and previous.get("digest") != digest \
+    if previous.tag == tag and previous.digest != digest \
             and not _may_overwrite(client.config, tag):
-        raise _immutable(client.config, tag, str(previous.get("digest")), digest,
-                         note=" (our last push)")
-    unknown = [] if digest in known else [b for b in _blobs(image) if b["digest"] not in known]
+        raise _immutable(client.config, tag, previous.digest, digest, note=" (our last push)")
+    unknown = [] if digest in known else [b for b in image.blobs if b.digest not in known]
     client.parallel(lambda b: _upload(client, layout, b), unknown)
     _put_manifest(client, layout, image, manifest, checked=unknown)
 
 
-def send_image(client: Client, layout: oci.Layout, image: Mapping[str, Any],
-               previous: Any = None) -> None:
-    """Make ``image['tag']`` point at ``image['manifest']``, sending only what is missing.
+def send_image(client: Client, layout: oci.Layout, image: ImageReceipt,
+               previous: PushReceipt | None = None) -> None:
+    """Make ``image.tag`` point at ``image.manifest``, sending only what is missing.
 
     ``previous``: our last push receipt of this target (or None).
     """
-    tag, digest = image["tag"], image["manifest"]["digest"]
+    tag, digest = image.tag, image.manifest.digest
     manifest = oci.Blob(oci.MANIFEST_MEDIA_TYPE, layout.read_blob(digest))
     known = _known(previous, client.config.repository)
-    if known is not None:
+    if previous is not None and known is not None:
         _send_known(client, layout, image, manifest, previous=previous, known=known)
         return
     current = client.manifest_digest(tag)
@@ -154,50 +144,53 @@ def send_image(client: Client, layout: oci.Layout, image: Mapping[str, Any],
         return
     if current is not None and not _may_overwrite(client.config, tag):
         raise _immutable(client.config, tag, current, digest)
-    _send_missing(client, layout, _blobs(image))
-    _put_manifest(client, layout, image, manifest, checked=_blobs(image))
+    _send_missing(client, layout, list(image.blobs))
+    _put_manifest(client, layout, image, manifest, checked=list(image.blobs))
 
 
-def _remembered(image: Mapping[str, Any], known: list[str] | None) -> list[str]:
+def _remembered(image: ImageReceipt, known: tuple[str, ...] | None) -> tuple[str, ...]:
     """The receipt's ``pushed``: this image's digests, then older ones, newest first."""
-    ours = [image["manifest"]["digest"], *(b["digest"] for b in _blobs(image))]
-    return list(dict.fromkeys([*ours, *(known or [])]))[:REMEMBERED]
+    ours = [image.manifest.digest, *(b.digest for b in image.blobs)]
+    return tuple(dict.fromkeys([*ours, *(known or ())]))[:REMEMBERED]
 
 
-@reported
 def push_image(plan: Plan, step: Step, config: RegistryConfig) -> None:
     """``push:<target>``: the target's image under its per-commit tag."""
+    from esp32tasks.receipts import ImageReceipt, PushReceipt, load, read, write
+
     root = plan.release.root
     receipt = root / step.push_receipt
-    previous = read_previous(receipt)
+    previous = read(receipt, PushReceipt)
     remove(receipt)
     check_clean(plan, config, f"{step.name}'s image")
-    image = read_json(root / step.image_receipt)
-    if image["tag"] != step.tag:
-        raise PublishError(f"{step.image_receipt} is for tag {image['tag']}, not {step.tag}; "
+    image = load(root / step.image_receipt, ImageReceipt, step.image_receipt.as_posix())
+    if image.tag != step.tag:
+        raise PublishError(f"{step.image_receipt} is for tag {image.tag}, not {step.tag}; "
                            "run `doit release` to re-tag")
-    client = Client.shared(config, root, os.environ)
+    client = shared(config, root)
     send_image(client, oci.Layout(root / plan.oci_dir), image, previous)
-    write_json(receipt, {"target": step.name, "repository": config.repository,
-                         "tag": image["tag"], "digest": image["manifest"]["digest"],
-                         "pushed": _remembered(image, _known(previous, config.repository))})
+    write(receipt, PushReceipt(target=step.name, repository=config.repository, tag=image.tag,
+                               digest=image.manifest.digest,
+                               pushed=_remembered(image, _known(previous, config.repository))))
 
 
-@reported
 def push_index(plan: Plan, config: RegistryConfig) -> None:
     """``push-index``: the index under ``<app_type>-<version>``, after every child."""
+    from esp32tasks.receipts import IndexReceipt, PushIndexReceipt, PushReceipt, load, write
+
     root = plan.release.root
     receipt = root / plan.push_index_receipt
     remove(receipt)
     check_clean(plan, config, "the index")
-    index = read_json(root / plan.index_receipt)
+    index = load(root / plan.index_receipt, IndexReceipt, plan.index_receipt.as_posix())
     for step in plan.steps:  # file_dep guarantees them; a hand-deleted one is caught here
-        pushed = read_json(root / step.push_receipt)
-        if pushed["digest"] != index["targets"][step.name]["digest"]:
+        pushed = load(root / step.push_receipt, PushReceipt, step.push_receipt.as_posix())
+        child = index.child(step.name)
+        if child is None or pushed.digest != child.digest:
             raise PublishError(f"{step.push_receipt} does not match {plan.index_receipt}; "
                                "run `doit release` again")
-    tag, digest = index["tag"], index["index"]["digest"]
-    client = Client.shared(config, root, os.environ)
+    tag, digest = index.tag, index.index.digest
+    client = shared(config, root)
     current = client.manifest_digest(tag)
     if current != digest:
         if current is not None and not config.force:
@@ -205,22 +198,15 @@ def push_index(plan: Plan, config: RegistryConfig) -> None:
             raise _immutable(config, tag, current, digest, released_by=released_by)
         blob = oci.Blob(oci.INDEX_MEDIA_TYPE, oci.Layout(root / plan.oci_dir).read_blob(digest))
         client.put_manifest(tag, blob)
-    write_json(receipt, {"repository": config.repository, "tag": tag, "digest": digest,
-                         "targets": index["targets"]})
+    write(receipt, PushIndexReceipt(repository=config.repository, tag=tag, digest=digest,
+                                    targets=index.targets))
 
 
 def _revision(client: Client, tag: str) -> str | None:
     """The commit the tag's current index was released from, for the refusal message."""
-    import json
-
     try:
         _, data = client.get_manifest(tag)
         value = json.loads(data).get("annotations", {}).get("org.opencontainers.image.revision")
     except (PublishError, ValueError, AttributeError):
         return None
     return value if isinstance(value, str) else None
-
-
-def receipt_paths(plan: Plan) -> list[Path]:
-    root = plan.release.root
-    return [root / s.push_receipt for s in plan.steps] + [root / plan.push_index_receipt]

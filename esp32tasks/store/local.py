@@ -1,0 +1,53 @@
+"""The embedded default store: the S3 key layout under a local directory."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Collection, Sequence
+from pathlib import Path
+
+from esp32tasks.files import sha256_file, write_atomic
+
+__all__ = ["DirStore"]
+
+
+class DirStore:
+    """A directory holding the store's keys as files (a working copy: any revision goes)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def describe(self, key: str = "") -> str:
+        return str(self.root / key) if key else str(self.root)
+
+    def _holds(self, key: str, sha256: str) -> bool:
+        path = self.root / key
+        return path.is_file() and sha256_file(path) == sha256
+
+    def put_file(self, key: str, path: Path, sha256: str, *, check: bool = True) -> bool:
+        if check and self._holds(key, sha256):
+            return False
+        target = self.root / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        shutil.copyfile(path, tmp)
+        tmp.replace(target)
+        return True
+
+    def put_files(self, files: Sequence[tuple[str, Path, str]], *,
+                  overwrite: Collection[str] = ()) -> list[bool]:
+        return [self.put_file(key, path, sha256, check=key not in overwrite)
+                for key, path, sha256 in files]
+
+    def get_bytes(self, key: str) -> bytes | None:
+        try:
+            return (self.root / key).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def put_bytes(self, key: str, data: bytes, *, check: bool = True) -> bool:
+        if check and self._holds(key, hashlib.sha256(data).hexdigest()):
+            return False
+        write_atomic(self.root / key, data)
+        return True

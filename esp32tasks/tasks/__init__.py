@@ -1,0 +1,99 @@
+"""The doit face of esp32tasks. A firmware repository's ``dodo.py`` star-imports it::
+
+    from esp32tasks.tasks import *  # noqa: F403
+
+and, to set doit options of its own, keeps ours with :func:`doit_config`::
+
+    from esp32tasks.tasks import doit_config
+    DOIT_CONFIG = doit_config(verbosity=2)
+
+This package is the only one that imports doit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from esp32tasks.plan import STATE_FILE
+from esp32tasks.tasks import generate
+from esp32tasks.tasks.reporter import Reporter
+from esp32tasks.tasks.session import current
+
+__all__ = [
+    "DOIT_CONFIG",
+    "doit_config",
+    "task_build",
+    "task_index",
+    "task_manifest",
+    "task_push",
+    "task_push_index",
+    "task_release",
+    "task_tag",
+    "task_upload",
+    "task_verify",
+]
+
+Task = dict[str, Any]
+
+
+def doit_config(**options: Any) -> dict[str, Any]:
+    """Our doit settings (state file and backend, MD5 checker, reporter, ``release`` as the
+    default task) with ``options`` added or overriding them."""
+    return {
+        "default_tasks": ["release"],
+        "dep_file": STATE_FILE,
+        "backend": "sqlite3-durable",
+        "check_file_uptodate": "md5",
+        "reporter": Reporter,
+        **options,
+    }
+
+
+DOIT_CONFIG: dict[str, Any] = doit_config()
+
+
+# doit reads each task_* function's source to order them: keep these one-liners.
+def task_build() -> Iterator[Task]:
+    """Build the app for each target (ESP-IDF's idf.py or the configured command)."""
+    return generate.build_tasks(current(), task_build.__doc__)
+
+
+def task_tag() -> Iterator[Task]:
+    """Package each target's app binary as an OCI image in build/oci, tagged per commit."""
+    return generate.tag_tasks(current(), task_tag.__doc__)
+
+
+def task_index() -> Task:
+    """Combine every target's image into one OCI image index in build/oci."""
+    return generate.index_task(current())
+
+
+def task_upload() -> Iterator[Task]:
+    """Copy every build artifact of each target to the store."""
+    return generate.upload_tasks(current(), task_upload.__doc__)
+
+
+def task_push() -> Iterator[Task]:
+    """Push each target's image to the registry under its per-commit tag."""
+    return generate.push_tasks(current(), task_push.__doc__)
+
+
+def task_push_index() -> Task:
+    """Push the multi-target index (after every target's image) to the registry."""
+    return generate.push_index_task(current())
+
+
+def task_manifest() -> Task:
+    """Write release.json beside the targets in the store, last: its presence means complete."""
+    return generate.manifest_task(current())
+
+
+def task_release() -> Task:
+    """Build, package, index and upload everything (the default task)."""
+    return generate.release_task(current(), task_release.__doc__)
+
+
+def task_verify() -> Task:
+    """Check the registry serves exactly this build, resolved as esp32-flashjob does."""
+    return generate.verify_task(current(), task_verify.__doc__)

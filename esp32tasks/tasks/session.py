@@ -1,0 +1,93 @@
+"""The per-run session: ``targets.toml`` with its overrides, git, and the plan, read once.
+
+doit calls every ``task_*`` function of a run in one process; they share one
+:class:`Session` (:func:`current`). Bad input while it is made is one ``error:`` line and
+exit code 2 (:func:`~esp32tasks.tasks.boundary.generating`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from esp32tasks import config, gitinfo
+from esp32tasks.build import builders
+from esp32tasks.config import Release
+from esp32tasks.errors import ConfigError
+from esp32tasks.plan import BUILD_DIR, GIT_CACHE, Plan, expand
+from esp32tasks.runcache import per_run
+from esp32tasks.tasks.boundary import generating
+
+__all__ = ["CONFIG_FILE", "DOIT_KEYS", "Session", "check_doit_config", "current",
+           "open_session"]
+
+CONFIG_FILE: Final = "targets.toml"
+#: The DOIT_CONFIG keys esp32tasks needs (see :func:`esp32tasks.tasks.doit_config`).
+DOIT_KEYS: Final = ("default_tasks", "dep_file", "backend", "check_file_uptodate", "reporter")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Session:
+    plan: Plan
+    toolchain: tuple[str, ...]
+    """Absolute paths of the toolchain programs (file_dep of every build)."""
+
+    @property
+    def release(self) -> Release:
+        return self.plan.release
+
+
+def open_session(root: Path, environ: Mapping[str, str],
+                 cli: Mapping[str, str | None]) -> Session:
+    """Read config (with overrides), git and the plan for the repository at ``root``."""
+    release = config.load(root / CONFIG_FILE, environ, cli)
+    own = [BUILD_DIR.as_posix()]
+    if not release.store.is_s3:
+        own.append(release.store.url)
+    git = gitinfo.read(root, release.project.app_dir, own, cache=root / GIT_CACHE)
+    return Session(plan=expand(release, git),
+                   toolchain=tuple(builders.resolve_toolchain(release)))
+
+
+@per_run
+def current() -> Session:
+    """This run's session, for the repository doit runs in."""
+    from doit import get_var
+
+    with generating():
+        check_doit_config(sys.modules.values())
+        cli = {name: _text(get_var(name)) for name in config.CLI_PARAMETERS}
+        return open_session(Path.cwd(), os.environ, cli)
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def check_doit_config(modules: Any) -> None:
+    """Refuse a ``dodo.py`` whose own ``DOIT_CONFIG`` dropped our settings.
+
+    A star import hands doit our ``DOIT_CONFIG``; a ``DOIT_CONFIG = {...}`` written after it
+    replaces it whole, and doit would then keep its state in the repository root and run
+    every task (``verify`` too) by default. ``doit_config(...)`` keeps ours and adds yours.
+    """
+    for module in list(modules):
+        namespace = getattr(module, "__dict__", None)
+        if not isinstance(namespace, dict) or module.__name__.startswith("esp32tasks."):
+            continue
+        release = namespace.get("task_release")
+        if getattr(release, "__module__", None) != "esp32tasks.tasks":
+            continue
+        settings = namespace.get("DOIT_CONFIG")
+        missing = [k for k in DOIT_KEYS if not isinstance(settings, dict) or k not in settings]
+        if missing:
+            where = Path(getattr(module, "__file__", None) or "dodo.py").name
+            raise ConfigError([
+                f"{where}: DOIT_CONFIG lacks esp32tasks' {', '.join(missing)}: doit would keep "
+                "its state in the repository root and run every task by default; write "
+                "`DOIT_CONFIG = doit_config(...)` (from esp32tasks.tasks import doit_config), "
+                "which keeps them and adds yours"])
