@@ -73,7 +73,11 @@ class Client:
             timeout=config.timeout,
             authorization=self.credentials.basic() if self.credentials else None,
             what_to_check=f"the registry in {config.source} ({config.host})")
-        self.base = f"{self.transport.prefix}://{config.host}/v2/{config.path}"
+        #: oras-py's parsed reference: it builds every URL of the repository
+        self.container = self.transport.get_container(config.repository)
+
+    def _manifest_url(self, reference: str) -> str:
+        return f"{self.transport.prefix}://{self.container.manifest_url(reference)}"
 
     def _fail(self, what: str, response: Any,
               kind: type[RegistryError] = RegistryError) -> RegistryError:
@@ -84,7 +88,7 @@ class Client:
 
     def manifest_digest(self, reference: str) -> str | None:
         """The digest ``reference`` (tag or digest) resolves to, or None when it is absent."""
-        response = self.transport.do_request(f"{self.base}/manifests/{reference}", "HEAD",
+        response = self.transport.do_request(self._manifest_url(reference), "HEAD",
                                               headers={"Accept": ACCEPT})
         if response.status_code == 404:
             return None
@@ -98,7 +102,7 @@ class Client:
 
     def get_manifest(self, reference: str) -> tuple[str, bytes]:
         """``(digest, bytes)`` of a manifest or index; raises when absent."""
-        response = self.transport.do_request(f"{self.base}/manifests/{reference}", "GET",
+        response = self.transport.do_request(self._manifest_url(reference), "GET",
                                               headers={"Accept": ACCEPT})
         if response.status_code != 200:
             raise self._fail(f"GET of manifest {reference}", response)
@@ -118,7 +122,7 @@ class Client:
         manifest, so a PUT that succeeds proves they are all there.
         """
         response = self.transport.do_request(
-            f"{self.base}/manifests/{reference}", "PUT", data=blob.data,
+            self._manifest_url(reference), "PUT", data=blob.data,
             headers={"Content-Type": blob.media_type})
         if response.status_code not in (200, 201):
             missing = response.status_code == 400 and any(
@@ -132,7 +136,7 @@ class Client:
 
     def has_blob(self, digest: str) -> bool:
         """One HEAD: does the repository hold this blob?"""
-        response = self.transport.do_request(f"{self.base}/blobs/{digest}", "HEAD")
+        response = self.transport.get_blob(self.container, digest, head=True)
         if response.status_code == 404:
             return False
         if response.status_code != 200:
@@ -145,9 +149,8 @@ class Client:
         The file is read once, here; the registry checks its digest as it commits the upload.
         """
         layer = descriptor.oci()
-        container = self.transport.get_container(self.config.repository)
         try:
-            response = self.transport.put_upload(str(path), container, layer)
+            response = self.transport.put_upload(str(path), self.container, layer)
         except ValueError:  # oras-py: the POST's answer had no upload location
             raise RegistryError(f"registry {self.config.host} did not start an upload for "
                                 f"blob {descriptor.digest} (no Location in its answer to "
@@ -172,7 +175,7 @@ class Client:
         return [future.result() for future in futures]
 
     def get_blob(self, digest: str) -> bytes:
-        response = self.transport.do_request(f"{self.base}/blobs/{digest}", "GET")
+        response = self.transport.get_blob(self.container, digest)
         if response.status_code != 200:
             raise self._fail(f"GET of blob {digest}", response)
         return bytes(response.content)

@@ -1,7 +1,11 @@
 """oras-py's :class:`~oras.provider.Registry` with our timeout, retry and auth policy.
 
-oras-py stays the HTTP and blob layer (``upload_blob``: HEAD, then POST and PUT), but
-every request goes through :meth:`Transport.do_request`, which replaces oras-py's own:
+oras-py is the registry protocol layer: it parses the repository reference
+(:class:`oras.container.Container`), builds every URL, runs blob upload sessions
+(``put_upload``: POST, the ``Location`` it answers, PUT ``?digest=``) and blob reads
+(``get_blob``), over its requests session. Every request it sends goes through
+:meth:`Transport.do_request`, the public method it calls for each one, which replaces
+oras-py's own:
 
 - a timeout on every request (oras-py sets none: a hung registry hangs it forever);
 - bounded retries: 429/5xx back off 1, 2 and 4 s, refused connections 0.5 and 1 s, with a
@@ -12,8 +16,14 @@ every request goes through :meth:`Transport.do_request`, which replaces oras-py'
 - lean requests: only the headers distribution reads (requests' defaults ``Accept: */*``,
   ``Accept-Encoding``, ``Connection: keep-alive`` are dropped: HTTP/1.1 keeps the connection
   alive anyway, and every answer is a few hundred bytes of JSON or a blob we never fetch);
-  one keep-alive connection per thread for every request of a run, and each request's
-  head and body leave in one write (see :class:`_OneWrite`).
+  a pool of keep-alive connections (one per thread of :meth:`Client.parallel`) for every
+  request of a run. urllib3 sets ``TCP_NODELAY`` on them, so a request's head and body
+  leave at once even in two writes.
+
+Manifests are not oras-py's: its ``upload_manifest`` re-serialises the JSON and its
+``get_manifest`` returns parsed JSON, while a manifest's digest is a hash of exact bytes.
+:class:`~esp32tasks.registry.client.Client` PUTs and GETs those bytes through
+:meth:`Transport.do_request` itself.
 
 Imported only inside actions that talk to a registry: importing oras-py and requests costs
 more than a whole no-op doit run.
@@ -29,7 +39,6 @@ from urllib.parse import urlsplit
 import oras.provider
 import requests
 import requests.adapters
-import urllib3
 from requests.structures import CaseInsensitiveDict
 from urllib3.util import SKIP_HEADER
 
@@ -45,8 +54,6 @@ RETRY_BUDGET: Final = 20.0
 USER_AGENT: Final = "esp32tasks"
 #: Connections per registry: one per thread of :meth:`Client.parallel` (blobs of one image).
 POOL_SIZE: Final = 4
-#: A body up to this size leaves in the same write as the request head.
-ONE_WRITE_MAX: Final = 256 * 1024
 
 
 class Transport(oras.provider.Registry):  # type: ignore[misc]  # oras-py ships no type hints
@@ -60,7 +67,7 @@ class Transport(oras.provider.Registry):  # type: ignore[misc]  # oras-py ships 
         # only what we set: urllib3 would add Accept-Encoding: identity unless told to skip it
         self.session.headers = CaseInsensitiveDict({"User-Agent": USER_AGENT,
                                                     "Accept-Encoding": SKIP_HEADER})
-        adapter = _Adapter(pool_connections=1, pool_maxsize=POOL_SIZE)
+        adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=POOL_SIZE)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.timeout = timeout
@@ -164,68 +171,3 @@ _REASONS: Final = (
     ("RemoteDisconnected", "connection closed without an answer"),
     ("Connection aborted", "connection closed without an answer"),
 )
-
-
-class _OneWrite:
-    """Sends a request's head and (small) body in one write instead of two.
-
-    urllib3 writes the head, then the body. Behind a hop that coalesces small writes
-    (Nagle's algorithm: a proxy, a load balancer), the body then waits for the ACK of the
-    head, which the server delays by up to 40 ms because it has nothing to answer until the
-    body is in: measured behind a counting TCP proxy, 40-45 ms per blob PUT. http.client
-    itself joins head and body for the same reason when it is given both at once.
-    """
-
-    _holding = False
-    _head: bytes | None = None
-
-    def endheaders(self, message_body: Any = None, *, encode_chunked: bool = False) -> None:
-        self._holding = True  # http.client sends the head from here: keep it for the body
-        try:
-            super().endheaders(message_body, encode_chunked=encode_chunked)  # type: ignore[misc]
-        finally:
-            self._holding = False
-
-    def send(self, data: Any) -> None:
-        if self._holding and isinstance(data, bytes):
-            self._head = data
-            return
-        head, self._head = self._head, None
-        if head is not None:
-            if isinstance(data, bytes) and len(data) <= ONE_WRITE_MAX:
-                data = head + data
-            else:
-                super().send(head)  # type: ignore[misc]
-        super().send(data)  # type: ignore[misc]
-
-    def getresponse(self) -> Any:
-        head, self._head = self._head, None
-        if head is not None:  # a request without a body (HEAD, GET)
-            super().send(head)  # type: ignore[misc]
-        return super().getresponse()  # type: ignore[misc]
-
-    def close(self) -> None:
-        self._head = None
-        super().close()  # type: ignore[misc]
-
-
-class _HTTPConnection(_OneWrite, urllib3.connection.HTTPConnection):
-    pass
-
-
-class _HTTPSConnection(_OneWrite, urllib3.connection.HTTPSConnection):
-    pass
-
-
-class _HTTPPool(urllib3.HTTPConnectionPool):
-    ConnectionCls = _HTTPConnection
-
-
-class _HTTPSPool(urllib3.HTTPSConnectionPool):
-    ConnectionCls = _HTTPSConnection
-
-
-class _Adapter(requests.adapters.HTTPAdapter):
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}

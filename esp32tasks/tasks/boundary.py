@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Callable, Iterator
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Any
 
 from doit.exceptions import TaskFailed
@@ -59,6 +59,9 @@ class Action:
 
 def _label(arg: Any) -> str:
     """How an argument shows in ``doit info`` and ``doit clean``: paths and step names."""
+    if isinstance(arg, Path):
+        with contextlib.suppress(ValueError):
+            return arg.relative_to(Path.cwd()).as_posix()
     if isinstance(arg, PurePath):
         return arg.as_posix()
     if isinstance(arg, str):

@@ -14,10 +14,13 @@ from esp32tasks.receipts import Receipt, read
 
 R = TypeVar("R", bound=Receipt)
 
-__all__ = ["EXAMPLE_FILES", "GIT_ENV", "ROOT", "Repo", "Run", "copy_example", "receipt"]
+__all__ = ["EXAMPLE_FILES", "GIT_ENV", "ROOT", "TARGETS", "Repo", "Run", "copy_example",
+           "receipt"]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # tests/support/repo.py -> the checkout
 EXAMPLE_FILES = ("dodo.py", "targets.toml", ".gitignore", "examples/hello")
+#: The bundled example's targets, in targets.toml's order.
+TARGETS = ("esp32c3", "esp32c6", "esp32h2")
 
 # Fixed identities and dates: the same tree gives the same commit, in any clone.
 GIT_ENV = {
