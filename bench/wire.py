@@ -194,7 +194,7 @@ def _clear_skopeo_cache() -> None:
             cache.unlink()
 
 
-AWS_ENV = "ESP32TASKS_AWSCLI"
+AWS_ENV = "BENCH_AWSCLI"
 AWS_DEFAULT = "/tmp/awscli-venv/bin/aws"  # noqa: S108 (a path to read, as the tests use)
 UPLOAD_ROW = "S3 upload of the release to an empty prefix"
 
