@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
-__all__ = ["SCHEMAS", "all_current", "is_current"]
+__all__ = ["SCHEMAS", "all_current", "has_schema", "is_current"]
 
 #: Receipt kind -> the schema version this esp32tasks writes (bump on any change of shape).
 SCHEMAS: Final = {"build": 1, "app": 1, "image": 1, "index": 1, "upload": 1, "push": 1,
@@ -26,7 +26,13 @@ def is_current(path: Path, kind: str) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(data, dict) and data.get("kind") == kind \
-        and data.get("schema") == SCHEMAS[kind]
+        and has_schema(data, kind)
+
+
+def has_schema(data: dict[str, object], kind: str) -> bool:
+    """The frame's schema is exactly this version's (an int: ``true`` or ``1.0`` is not 1)."""
+    schema = data.get("schema")
+    return type(schema) is int and schema == SCHEMAS[kind]
 
 
 def all_current(receipts: Iterable[tuple[Path, str]]) -> bool:

@@ -28,7 +28,7 @@ from typing import Any, ClassVar, TypeVar
 
 from esp32tasks.errors import StaleReceipt
 from esp32tasks.files import write_atomic
-from esp32tasks.receiptfile import SCHEMAS
+from esp32tasks.receiptfile import SCHEMAS, has_schema
 
 __all__ = [
     "AppDesc",
@@ -228,9 +228,10 @@ def read(path: Path, kind: type[R]) -> R | None:
         data = json.loads(path.read_bytes())
     except (OSError, ValueError):
         return None
-    if not isinstance(data, dict) or data.pop("kind", None) != kind.KIND \
-            or data.pop("schema", None) != SCHEMAS[kind.KIND]:
+    if not isinstance(data, dict) or data.get("kind") != kind.KIND \
+            or not has_schema(data, kind.KIND):
         return None
+    del data["kind"], data["schema"]
     try:
         return _decode(kind, data)  # type: ignore[no-any-return]
     except _Invalid:

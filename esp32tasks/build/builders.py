@@ -128,35 +128,44 @@ def discover(build_dir: Path, app_dir: Path, label: str) -> list[Artifact]:
     flasher = _contract(build_dir, FLASHER_ARGS, label)
     description = _contract(build_dir, PROJECT_DESCRIPTION, label)
 
-    def flasher_file(key: str) -> str | None:
+    def flasher_file(key: str) -> object:
         entry = flasher.get(key)
         return entry.get("file") if isinstance(entry, dict) else None
 
     found: list[tuple[str, Path, bool]] = []  # kind, path, required
 
-    def add(kind: str, name: str | None, required: bool, base: Path = build_dir) -> None:
+    def add(kind: str, name: object, required: bool, *, source: str,
+            base: Path = build_dir) -> None:
+        if name is not None and not isinstance(name, str):
+            raise BuildError(f"{label}/{source}: the {kind} file must be a path string, not "
+                             f"{json.dumps(name)[:60]}; fix the build")
         if name:
             found.append((kind, base / name, required))
         elif required:
-            raise BuildError(f"{label}/{FLASHER_ARGS}: no {kind} entry; the build must list "
+            raise BuildError(f"{label}/{source}: no {kind} entry; the build must list "
                              f"its {kind} file (ESP-IDF's output contract)")
 
-    add("app", flasher_file("app") or description.get("app_bin"), required=True)
-    add("bootloader", flasher_file("bootloader"), required=True)
-    add("partition-table", flasher_file("partition-table"), required=True)
-    add("otadata", flasher_file("otadata"), required=False)
+    app = flasher_file("app")
+    add("app", app or description.get("app_bin"), required=True,
+        source=FLASHER_ARGS if app or "app_bin" not in description else PROJECT_DESCRIPTION)
+    add("bootloader", flasher_file("bootloader"), required=True, source=FLASHER_ARGS)
+    add("partition-table", flasher_file("partition-table"), required=True, source=FLASHER_ARGS)
+    add("otadata", flasher_file("otadata"), required=False, source=FLASHER_ARGS)
     elf = description.get("app_elf")
-    add("elf", elf, required=True)
+    add("elf", elf, required=True, source=PROJECT_DESCRIPTION)
     if isinstance(elf, str):
-        add("map", str(Path(elf).with_suffix(".map")), required=False)
+        add("map", str(Path(elf).with_suffix(".map")), required=False,
+            source=PROJECT_DESCRIPTION)
     config_file = description.get("config_file") or "sdkconfig"
-    add("sdkconfig", config_file, required=False)
+    add("sdkconfig", config_file, required=False, source=PROJECT_DESCRIPTION)
+    if not isinstance(config_file, str):
+        config_file = "sdkconfig"  # add() refused it already; keeps mypy honest
     found.append(("flasher-args", build_dir / FLASHER_ARGS, True))
     sdkconfig = build_dir / config_file
     if sdkconfig.is_file():
         csv = _custom_partition_csv(sdkconfig)
         if csv:
-            add("partitions-csv", csv, required=True, base=app_dir)
+            add("partitions-csv", csv, required=True, source="sdkconfig", base=app_dir)
 
     artifacts = []
     for kind, path, required in found:

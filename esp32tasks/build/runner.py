@@ -19,6 +19,9 @@ def run(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log: Path,
 
     ``log_label`` is how messages name the log (e.g. ``build/esp32c3/build.log``).
     """
+    if not cwd.is_dir():
+        raise CommandFailed(f"cannot run '{argv[0]}': its working directory {cwd} does not "
+                            "exist; check [project] app_dir in targets.toml")
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
         out.write(("$ " + " ".join(argv) + "\n").encode())

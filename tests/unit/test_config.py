@@ -1,12 +1,24 @@
-"""targets.toml parsing: every bad input gets its exact one-line message."""
+"""targets.toml parsing and our overrides: every bad input gets its exact one-line message."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from esp32tasks.config import KNOWN_CHIPS, Release, load, parse
+from esp32tasks.config import (
+    CLI_PARAMETERS,
+    KNOWN_CHIPS,
+    VARIABLES,
+    Login,
+    RegistryConfig,
+    Release,
+    apply_overrides,
+    load,
+    parse,
+    parse_bool,
+)
 from esp32tasks.errors import ConfigError
 
 GOOD = """\
@@ -169,5 +181,201 @@ def test_load_missing_file(tmp_path: Path) -> None:
 
 
 def test_bundled_targets_toml_is_valid() -> None:
-    release = load(Path(__file__).resolve().parents[2] / "targets.toml")
+    release = load(Path(__file__).resolve().parents[2] / "targets.toml", environ={})
     assert {t.chip for t in release.targets} >= {"esp32c3", "esp32c6", "esp32h2"}
+
+
+# -- overrides: ESP32TASKS_* variables and doit's command line, read once ------------------
+
+HOST = "registry.test:5000"
+WITH_REGISTRY = GOOD + f"""
+[registry]
+repository = "{HOST}/cloud-iot/hello"
+ca_bundle = "ca.pem"
+timeout = 5
+"""
+HOME = {"HOME": "/home/u"}
+DOCKER_CONFIG = "/home/u/.docker/config.json"
+
+
+def overridden(root: Path, environ: dict[str, str], cli: dict[str, str | None] | None = None,
+               text: str = WITH_REGISTRY) -> Release:
+    return apply_overrides(parse_in(root, text), {**HOME, **environ}, cli or {})
+
+
+def override_error(root: Path, environ: dict[str, str], cli: dict[str, str | None] | None = None,
+                   text: str = WITH_REGISTRY) -> str:
+    with pytest.raises(ConfigError) as info:
+        overridden(root, environ, cli, text)
+    return str(info.value)
+
+
+def test_no_registry_anywhere(root: Path) -> None:
+    release = overridden(root, {}, text=GOOD)
+    assert release.registry is None
+    assert release == parse_in(root, GOOD)
+
+
+def test_file_alone_is_unchanged_but_for_where_docker_keeps_its_config(root: Path) -> None:
+    release = overridden(root, {})
+    assert release.registry == RegistryConfig(repository=f"{HOST}/cloud-iot/hello",
+                                              ca_bundle="ca.pem", timeout=5.0,
+                                              docker_config=DOCKER_CONFIG)
+    assert release.registry.source == "[registry] repository in targets.toml"
+    assert replace(release, registry=None) == replace(parse_in(root, WITH_REGISTRY),
+                                                      registry=None)
+
+
+def test_env_registry_replaces_only_the_repository(root: Path) -> None:
+    release = overridden(root, {"ESP32TASKS_REGISTRY": "ci.test/other/hello"})
+    assert release.registry == RegistryConfig(repository="ci.test/other/hello",
+                                              source="ESP32TASKS_REGISTRY", ca_bundle="ca.pem",
+                                              timeout=5.0, docker_config=DOCKER_CONFIG)
+
+
+def test_env_registry_without_a_file_table(root: Path) -> None:
+    release = overridden(root, {"ESP32TASKS_REGISTRY": "ci.test:5000/x",
+                                "ESP32TASKS_REGISTRY_INSECURE": "1"}, text=GOOD)
+    assert release.registry == RegistryConfig(repository="ci.test:5000/x",
+                                              source="ESP32TASKS_REGISTRY", insecure=True,
+                                              docker_config=DOCKER_CONFIG)
+
+
+def test_command_line_beats_env(root: Path) -> None:
+    release = overridden(root, {"ESP32TASKS_REGISTRY": "env.test/x"},
+                         {"registry": "cli.test/y"})
+    assert release.registry is not None
+    assert release.registry.repository == "cli.test/y"
+    assert release.registry.source == "doit release registry=…"
+
+
+def test_an_empty_command_line_parameter_is_unset(root: Path) -> None:
+    release = overridden(root, {"ESP32TASKS_REGISTRY": "env.test/x"}, {"registry": ""})
+    assert release.registry is not None
+    assert release.registry.repository == "env.test/x"
+    assert overridden(root, {}, {"registry": None}).registry == overridden(root, {}).registry
+
+
+@pytest.mark.parametrize(("name", "key"), [("ESP32TASKS_ALLOW_DIRTY", "allow_dirty"),
+                                           ("ESP32TASKS_FORCE", "force"),
+                                           ("ESP32TASKS_REGISTRY_INSECURE", "insecure")])
+@pytest.mark.parametrize(("value", "expected"), [("1", True), ("true", True), ("0", False),
+                                                 ("", False)])
+def test_flags(root: Path, name: str, key: str, value: str, expected: bool) -> None:
+    got = overridden(root, {name: value}).registry
+    assert getattr(got, key) is expected
+
+
+@pytest.mark.parametrize(("name", "key"), [("ESP32TASKS_ALLOW_DIRTY", "allow_dirty"),
+                                           ("ESP32TASKS_FORCE", "force"),
+                                           ("ESP32TASKS_REGISTRY_INSECURE", "insecure")])
+def test_flags_override_the_file_both_ways(root: Path, name: str, key: str) -> None:
+    text = WITH_REGISTRY + f"{key} = true\n"
+    assert getattr(overridden(root, {}, text=text).registry, key) is True
+    assert getattr(overridden(root, {name: "0"}, text=text).registry, key) is False
+    assert getattr(overridden(root, {name: ""}, text=text).registry, key) is True
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("1", True), ("true", True), ("YES", True), ("on", True),
+    ("", False), ("0", False), ("no", False), ("false", False)])
+def test_force_reaches_the_store_with_or_without_a_registry(root: Path, value: str,
+                                                            expected: bool) -> None:
+    assert overridden(root, {"ESP32TASKS_FORCE": value}, text=GOOD).store.force is expected
+    assert overridden(root, {"ESP32TASKS_FORCE": value}).store.force is expected
+    assert overridden(root, {}, text=GOOD).store.force is False
+
+
+def test_bad_flag_is_a_config_error(root: Path) -> None:
+    assert override_error(root, {"ESP32TASKS_FORCE": "yes please"}) == (
+        "ESP32TASKS_FORCE='yes please': not a boolean; use 1, true, yes or on (or 0, false, no "
+        "or off)")
+
+
+def test_every_bad_override_in_one_pass(root: Path) -> None:
+    assert override_error(root, {"ESP32TASKS_FORCE": "2", "ESP32TASKS_ALLOW_DIRTY": "maybe",
+                                 "ESP32TASKS_REGISTRY": "Bad/Path",
+                                 "ESP32TASKS_REGISTRY_USER": "u"}).splitlines() == [
+        "ESP32TASKS_FORCE='2': not a boolean; use 1, true, yes or on (or 0, false, no or off)",
+        "ESP32TASKS_ALLOW_DIRTY='maybe': not a boolean; use 1, true, yes or on (or 0, false, "
+        "no or off)",
+        "ESP32TASKS_REGISTRY=Bad/Path: not host[:port]/path with a lower-case path (e.g. "
+        "harbor.example.com/cloud-iot/hello)",
+        "ESP32TASKS_REGISTRY_PASSWORD is not set; set both ESP32TASKS_REGISTRY_USER and "
+        "ESP32TASKS_REGISTRY_PASSWORD, or neither to use the docker config",
+    ]
+
+
+def test_ca_bundle_from_env(root: Path) -> None:
+    got = overridden(root, {"ESP32TASKS_REGISTRY_CA_BUNDLE": "/etc/ssl/corp.pem"}).registry
+    assert got is not None
+    assert got.ca_bundle == "/etc/ssl/corp.pem"
+
+
+@pytest.mark.parametrize("bad", ["no-path", "Upper.test/Path", "host/with space", "/x"])
+def test_bad_override_names_the_variable(root: Path, bad: str) -> None:
+    message = ("not host[:port]/path with a lower-case path (e.g. "
+               "harbor.example.com/cloud-iot/hello)")
+    assert override_error(root, {"ESP32TASKS_REGISTRY": bad}) == (
+        f"ESP32TASKS_REGISTRY={bad}: {message}")
+    assert override_error(root, {}, {"registry": bad}) == f"registry={bad}: {message}"
+
+
+def test_login_from_our_variables(root: Path) -> None:
+    got = overridden(root, {"ESP32TASKS_REGISTRY_USER": "u",
+                            "ESP32TASKS_REGISTRY_PASSWORD": "hunter2"}).registry
+    assert got is not None
+    assert got.login == Login("u", "hunter2")
+    assert "hunter2" not in repr(got)
+    assert overridden(root, {}).registry.login is None  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("present", "missing"), [
+    ("ESP32TASKS_REGISTRY_USER", "ESP32TASKS_REGISTRY_PASSWORD"),
+    ("ESP32TASKS_REGISTRY_PASSWORD", "ESP32TASKS_REGISTRY_USER")])
+def test_half_the_login_is_an_error(root: Path, present: str, missing: str) -> None:
+    assert override_error(root, {present: "x"}) == (
+        f"{missing} is not set; set both ESP32TASKS_REGISTRY_USER and "
+        "ESP32TASKS_REGISTRY_PASSWORD, or neither to use the docker config")
+
+
+def test_docker_config_directory_wins_over_home(root: Path) -> None:
+    got = overridden(root, {"DOCKER_CONFIG": "/etc/docker-ci"}).registry
+    assert got is not None
+    assert got.docker_config == "/etc/docker-ci/config.json"
+
+
+def test_load_applies_the_overrides_it_is_given(root: Path) -> None:
+    (root / "targets.toml").write_text(WITH_REGISTRY)
+    release = load(root / "targets.toml", {**HOME, "ESP32TASKS_FORCE": "on"},
+                   {"registry": "cli.test/y"})
+    assert release.store.force is True
+    assert release.registry is not None
+    assert (release.registry.repository, release.registry.force) == ("cli.test/y", True)
+
+
+def test_every_variable_is_listed_once() -> None:
+    names = [v.name for v in VARIABLES]
+    assert len(names) == len(set(names))
+    assert all(name.startswith("ESP32TASKS_") for name in names)
+    assert {"ESP32TASKS_REGISTRY", "ESP32TASKS_REGISTRY_INSECURE",
+            "ESP32TASKS_REGISTRY_CA_BUNDLE", "ESP32TASKS_REGISTRY_USER",
+            "ESP32TASKS_REGISTRY_PASSWORD", "ESP32TASKS_ALLOW_DIRTY",
+            "ESP32TASKS_FORCE"} == set(names)
+    assert CLI_PARAMETERS == ("registry",)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (None, None), ("", None), ("  ", None),
+    ("1", True), ("true", True), ("YES", True), ("On", True), (" yes ", True),
+    ("0", False), ("false", False), ("No", False), ("OFF", False), ("\t0\n", False)])
+def test_parse_bool(value: str | None, expected: bool | None) -> None:
+    assert parse_bool("X", value) is expected
+
+
+@pytest.mark.parametrize("value", ["2", "y", "n", "enabled", "truee", "-1"])
+def test_parse_bool_refuses_anything_else(value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_bool("ESP32TASKS_X", value)
+    assert str(info.value) == (f"ESP32TASKS_X={value!r}: not a boolean; use 1, true, yes or "
+                               "on (or 0, false, no or off)")

@@ -1,0 +1,205 @@
+"""DurableSqliteDB: doit's backend interface and file format, each task committed when done."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from doit.dependency import DatabaseException, JSONCodec, SqliteDB
+
+from esp32tasks.tasks import DOIT_CONFIG
+from esp32tasks.tasks.state import DurableSqliteDB
+
+FILE_DEP = "examples/hello/main/hello_main.c"
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "build" / "doit-state.sqlite3"
+
+
+@pytest.fixture
+def db(path: Path) -> Iterator[DurableSqliteDB]:
+    backend = DurableSqliteDB(str(path), JSONCodec())
+    yield backend
+    backend._conn.close()  # dump() closes it too; closing twice is harmless
+
+
+def rows(path: Path) -> dict[str, Any]:
+    """What another process sees in the file now: every committed row, decoded."""
+    codec = JSONCodec()
+    with sqlite3.connect(path) as other:
+        return {task_id: codec.decode(data)
+                for task_id, data in other.execute("select task_id, task_data from doit")}
+
+
+def finish(db: DurableSqliteDB, task_id: str) -> None:
+    """What doit's ``save_success`` sets, in its order: ``deps:`` last."""
+    db.set(task_id, "_values_:", {})
+    db.set(task_id, "checker:", "MD5Checker")
+    db.set(task_id, FILE_DEP, [1767225600.0, 120, "d41d8cd98f00b204e9800998ecf8427e"])
+    db.set(task_id, "deps:", [FILE_DEP])
+
+
+FINISHED = {"_values_:": {}, "checker:": "MD5Checker",
+            FILE_DEP: [1767225600.0, 120, "d41d8cd98f00b204e9800998ecf8427e"],
+            "deps:": [FILE_DEP]}
+
+
+def test_it_is_the_backend_we_configure() -> None:
+    assert DOIT_CONFIG["backend"] == "sqlite3-durable"
+    assert DOIT_CONFIG["dep_file"] == "build/doit-state.sqlite3"
+
+
+def test_the_file_and_its_directory_are_created(path: Path, db: DurableSqliteDB) -> None:
+    assert path.is_file()
+    assert rows(path) == {}
+
+
+def test_set_get_in(db: DurableSqliteDB) -> None:
+    assert not db.in_("build:esp32c3")
+    assert db.get("build:esp32c3", "checker:") is None
+    assert not db.in_("build:esp32c3"), "a get does not make a task"
+    db.set("build:esp32c3", "checker:", "MD5Checker")
+    assert db.in_("build:esp32c3")
+    assert db.get("build:esp32c3", "checker:") == "MD5Checker"
+    assert db.get("build:esp32c3", "result:") is None
+    assert not db.in_("build:esp32c6")
+
+
+def test_a_finished_task_is_committed_at_once(path: Path, db: DurableSqliteDB) -> None:
+    db.set("build:esp32c3", "_values_:", {})
+    db.set("build:esp32c3", "checker:", "MD5Checker")
+    assert rows(path) == {}, "not before deps:"
+    db.set("build:esp32c3", FILE_DEP, [1767225600.0, 120, "d41d8cd98f00b204e9800998ecf8427e"])
+    db.set("build:esp32c3", "deps:", [FILE_DEP])
+    assert rows(path) == {"build:esp32c3": FINISHED}
+
+
+def test_an_ignored_task_is_committed_at_once(path: Path, db: DurableSqliteDB) -> None:
+    db.set("push:esp32c3", "ignore:", "1")
+    assert rows(path) == {"push:esp32c3": {"ignore:": "1"}}
+
+
+def test_an_unfinished_task_is_not_visible(path: Path, db: DurableSqliteDB) -> None:
+    db.set("build:esp32c6", "_values_:", {})
+    db.set("build:esp32c6", "checker:", "MD5Checker")
+    finish(db, "build:esp32c3")
+    assert rows(path) == {"build:esp32c3": FINISHED}
+    db.set("build:esp32c3", "result:", "late")  # after deps: it waits for the next one or dump
+    assert rows(path) == {"build:esp32c3": FINISHED}
+
+
+def test_a_killed_run_keeps_what_it_finished(path: Path) -> None:
+    db = DurableSqliteDB(str(path), JSONCodec())
+    finish(db, "build:esp32c3")
+    db.set("build:esp32c6", "checker:", "MD5Checker")
+    db._conn.close()  # SIGKILL: no dump()
+    again = DurableSqliteDB(str(path), JSONCodec())
+    assert again.in_("build:esp32c3")
+    assert again.get("build:esp32c3", "deps:") == [FILE_DEP]
+    assert not again.in_("build:esp32c6")
+    again.dump()
+
+
+def test_dump_writes_the_rest_and_closes(path: Path, db: DurableSqliteDB) -> None:
+    finish(db, "build:esp32c3")
+    db.set("build:esp32c6", "checker:", "MD5Checker")
+    db.set("build:esp32c3", "result:", "late")
+    db.dump()
+    assert rows(path) == {"build:esp32c3": {**FINISHED, "result:": "late"},
+                          "build:esp32c6": {"checker:": "MD5Checker"}}
+    with pytest.raises(sqlite3.ProgrammingError):
+        db.set("x", "deps:", [])
+
+
+def test_a_second_run_reads_and_updates_the_first_runs_rows(path: Path) -> None:
+    first = DurableSqliteDB(str(path), JSONCodec())
+    finish(first, "build:esp32c3")
+    first.dump()
+    second = DurableSqliteDB(str(path), JSONCodec())
+    assert second.get("build:esp32c3", "checker:") == "MD5Checker"
+    second.set("build:esp32c3", "deps:", [])
+    assert rows(path) == {"build:esp32c3": {**FINISHED, "deps:": []}}, "merged, not replaced"
+    second.dump()
+
+
+def test_remove(path: Path, db: DurableSqliteDB) -> None:
+    finish(db, "build:esp32c3")
+    finish(db, "build:esp32c6")
+    db.set("tag:esp32c3", "checker:", "MD5Checker")
+    db.remove("build:esp32c3")
+    db.remove("tag:esp32c3")
+    db.remove("never-ran")
+    assert not db.in_("build:esp32c3")
+    assert db.get("build:esp32c3", "deps:") is None
+    assert rows(path) == {"build:esp32c6": FINISHED}, "committed at once (doit forget)"
+    db.dump()
+    assert rows(path) == {"build:esp32c6": FINISHED}, "a removed task is not written back"
+
+
+def test_remove_all(path: Path, db: DurableSqliteDB) -> None:
+    finish(db, "build:esp32c3")
+    db.set("build:esp32c6", "checker:", "MD5Checker")
+    db.remove_all()
+    assert rows(path) == {}
+    assert not db.in_("build:esp32c3")
+    assert not db.in_("build:esp32c6")
+    db.dump()
+    assert rows(path) == {}
+
+
+def test_doits_own_sqlite_backend_reads_the_file(path: Path, db: DurableSqliteDB) -> None:
+    finish(db, "build:esp32c3")
+    db.set("push:esp32c3", "ignore:", "1")
+    db.set("index", "checker:", "MD5Checker")
+    db.dump()
+    theirs = SqliteDB(str(path), JSONCodec())
+    try:
+        assert theirs.in_("build:esp32c3")
+        assert theirs.get("build:esp32c3", "deps:") == [FILE_DEP]
+        assert theirs.get("build:esp32c3", FILE_DEP) == FINISHED[FILE_DEP]
+        assert theirs.get("push:esp32c3", "ignore:") == "1"
+        assert theirs.get("index", "checker:") == "MD5Checker"
+    finally:
+        theirs._conn.close()
+
+
+def test_doits_finished_row_is_visible_to_doit_before_dump(path: Path,
+                                                            db: DurableSqliteDB) -> None:
+    finish(db, "build:esp32c3")
+    theirs = SqliteDB(str(path), JSONCodec())
+    try:
+        assert theirs.get("build:esp32c3", "deps:") == [FILE_DEP]
+    finally:
+        theirs._conn.close()
+
+
+def test_we_read_what_doits_own_backend_wrote(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    theirs = SqliteDB(str(path), JSONCodec())
+    theirs.set("build:esp32c3", "deps:", [FILE_DEP])
+    theirs.set("build:esp32c3", "checker:", "MD5Checker")
+    theirs.dump()
+    ours = DurableSqliteDB(str(path), JSONCodec())
+    assert ours.get("build:esp32c3", "deps:") == [FILE_DEP]
+    assert ours.get("build:esp32c3", "checker:") == "MD5Checker"
+    ours.dump()
+
+
+def test_a_corrupt_file_names_the_file(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"this is not a sqlite3 database, it is " * 200)
+    with pytest.raises(DatabaseException) as info:
+        DurableSqliteDB(str(path), JSONCodec())
+    assert str(info.value) == (f"{path}: not a doit state file (file is not a database); "
+                               "delete it and run doit again (every task then runs once)")
+
+
+def test_module_name_is_accepted_and_ignored(path: Path) -> None:
+    backend = DurableSqliteDB(str(path), codec=JSONCodec(), module_name="dodo")
+    backend.dump()
+    assert rows(path) == {}
