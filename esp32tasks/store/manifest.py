@@ -86,30 +86,23 @@ class Inputs(NamedTuple):
 
 
 def read_inputs(plan: Plan, *, pushed: bool) -> Inputs:
-    from esp32tasks.receipts import (
-        BuildReceipt,
-        ImageReceipt,
-        IndexReceipt,
-        PushIndexReceipt,
-        PushReceipt,
-        UploadReceipt,
-        load,
-    )
+    from esp32tasks import receipts
 
     root = plan.release.root
 
-    def get(path: PurePosixPath, kind: Any) -> Any:
-        return load(root / path, kind, path.as_posix())
+    def get(path: PurePosixPath, kind: type[receipts.R]) -> receipts.R:
+        return receipts.load(root / path, kind, path.as_posix())
 
     return Inputs(
         targets={s.name: TargetInputs(
-            built=get(s.build_receipt, BuildReceipt),
-            uploaded=get(s.upload_receipt, UploadReceipt),
-            image=get(s.image_receipt, ImageReceipt),
-            pushed=get(s.push_receipt, PushReceipt) if pushed else None,
+            built=get(s.build_receipt, receipts.BuildReceipt),
+            uploaded=get(s.upload_receipt, receipts.UploadReceipt),
+            image=get(s.image_receipt, receipts.ImageReceipt),
+            pushed=get(s.push_receipt, receipts.PushReceipt) if pushed else None,
         ) for s in plan.steps},
-        local_index=get(plan.index_receipt, IndexReceipt),
-        pushed_index=get(plan.push_index_receipt, PushIndexReceipt) if pushed else None,
+        local_index=get(plan.index_receipt, receipts.IndexReceipt),
+        pushed_index=get(plan.push_index_receipt, receipts.PushIndexReceipt) if pushed
+        else None,
     )
 
 

@@ -11,7 +11,7 @@ Every action is an :class:`~esp32tasks.tasks.boundary.Action`: a plain function,
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -68,10 +68,31 @@ def rmtree(path: Path) -> None:
 
 
 def _task(task: Task) -> Task:
-    """Every action and clean action is an :class:`Action`; doit info lists their names."""
-    actions = task.get("actions") or []
-    task["meta"] = {"actions": [a.name for a in actions]}
+    """``doit info`` lists the names of the task's actions under ``meta``."""
+    task["meta"] = {"actions": [a.name for a in task.get("actions") or []]}
     return task
+
+
+def _producer(s: Session, *, basename: str, name: str | None, doc: str, action: Action,
+              file_dep: list[str], receipts: Sequence[tuple[PurePosixPath, str]],
+              settings: Mapping[str, Any], outputs: Sequence[str] = (),
+              clean: Sequence[Action] = ()) -> Task:
+    """A task that writes receipts: they are its targets (with ``outputs``), stale ones
+    re-run it, ``settings`` is its one ``config_changed``, and clean removes them (after
+    ``clean``)."""
+    root = s.release.root
+    task: Task = {
+        "basename": basename,
+        "doc": doc,
+        "actions": [action],
+        "file_dep": file_dep,
+        "targets": [*outputs, *(str(path) for path, _ in receipts)],
+        "uptodate": [config_changed(dict(settings)), ReceiptsCurrent(root, *receipts)],
+        "clean": [*clean, Action(remove, *(root / path for path, _ in receipts))],
+    }
+    if name is not None:
+        task["name"] = name
+    return _task(task)
 
 
 def _registry_identity(config: RegistryConfig) -> dict[str, Any]:
@@ -82,79 +103,60 @@ def _registry_identity(config: RegistryConfig) -> dict[str, Any]:
 def build_tasks(s: Session, doc: str | None) -> Iterator[Task]:
     yield {"basename": "build", "name": None, "doc": doc}
     release = s.release
-    root = release.root
     for step in s.plan.steps:
-        yield _task({
-            "basename": "build",
-            "name": step.name,
-            "doc": f"build the app for {step.name} (chip {step.target.chip}) into {step.build_dir}",
-            "actions": [Action(build_action.build, release, step)],
-            "file_dep": [*step.sources, *s.toolchain],
-            "targets": [*(f"{step.build_dir}/{n}" for n in builders.CONTRACT_FILES),
-                        str(step.build_receipt), str(step.app_receipt)],
-            "uptodate": [config_changed(builders.settings(release, step.target,
-                                                          step.build_dir.as_posix())),
-                         ReceiptsCurrent(root, (step.build_receipt, "build"),
-                                         (step.app_receipt, "app"))],
-            "clean": [Action(rmtree, root / step.build_dir),
-                      Action(remove, root / step.build_receipt, root / step.app_receipt)],
-        })
+        yield _producer(
+            s, basename="build", name=step.name,
+            doc=f"build the app for {step.name} (chip {step.target.chip}) into "
+                f"{step.build_dir}",
+            action=Action(build_action.build, release, step),
+            file_dep=[*step.sources, *s.toolchain],
+            outputs=[f"{step.build_dir}/{n}" for n in builders.CONTRACT_FILES],
+            receipts=[(step.build_receipt, "build"), (step.app_receipt, "app")],
+            settings=builders.settings(release, step.target, step.build_dir.as_posix()),
+            clean=[Action(rmtree, release.root / step.build_dir)])
 
 
 def tag_tasks(s: Session, doc: str | None) -> Iterator[Task]:
     yield {"basename": "tag", "name": None, "doc": doc}
     p = s.plan
-    root = p.release.root
     for step in p.steps:
-        yield _task({
-            "basename": "tag",
-            "name": step.name,
-            "doc": f"OCI image of {step.name}'s app, tagged {step.tag}",
-            "actions": [Action(images.tag, p, step)],
-            "file_dep": [str(step.app_receipt)],
-            "targets": [str(step.image_receipt)],
-            "uptodate": [config_changed({"tag": step.tag, "layout": p.oci_dir.as_posix()}),
-                         ReceiptsCurrent(root, (step.image_receipt, "image"))],
-            "clean": [Action(remove, root / step.image_receipt)],
-        })
+        yield _producer(
+            s, basename="tag", name=step.name,
+            doc=f"OCI image of {step.name}'s app, tagged {step.tag}",
+            action=Action(images.tag, p, step),
+            file_dep=[str(step.app_receipt)],
+            receipts=[(step.image_receipt, "image")],
+            settings={"tag": step.tag, "layout": p.oci_dir.as_posix()})
 
 
 def index_task(s: Session) -> Task:
     p = s.plan
-    root = p.release.root
-    return _task({
-        "doc": f"OCI image index of all targets, tagged {p.index_tag}",
-        "actions": [Action(images.index, p)],
-        "file_dep": [str(step.image_receipt) for step in p.steps],
-        "targets": [str(p.index_receipt)],
-        "uptodate": [config_changed({"tag": p.index_tag,
-                                     "annotations": plan.index_annotations(p)}),
-                     ReceiptsCurrent(root, (p.index_receipt, "index"))],
-        "clean": [Action(remove, root / p.index_receipt), Action(rmtree, root / p.oci_dir)],
-    })
+    return _producer(
+        s, basename="index", name=None,
+        doc=f"OCI image index of all targets, tagged {p.index_tag}",
+        action=Action(images.index, p),
+        file_dep=[str(step.image_receipt) for step in p.steps],
+        receipts=[(p.index_receipt, "index")],
+        settings={"tag": p.index_tag, "annotations": plan.index_annotations(p)},
+        clean=[Action(rmtree, p.release.root / p.oci_dir)])
 
 
 def upload_tasks(s: Session, doc: str | None) -> Iterator[Task]:
     yield {"basename": "upload", "name": None, "doc": doc}
     p = s.plan
-    root = p.release.root
     store = p.release.store
     for step in p.steps:
-        clean = [Action(remove, root / step.upload_receipt)]
-        if not store.is_s3:  # a local store is ours to clean; a remote one never is
-            clean.append(Action(rmtree, root / store.url / step.store_prefix))
-        yield _task({
-            "basename": "upload",
-            "name": step.name,
-            "doc": f"artifacts of {step.name} to {store.url}/{step.store_prefix}",
-            "actions": [Action(upload.upload, p, step)],
-            "file_dep": [str(step.build_receipt)],
-            "targets": [str(step.upload_receipt)],
-            "uptodate": [config_changed({"store": store.url, "endpoint": store.endpoint_url,
-                                         "prefix": step.store_prefix}),
-                         ReceiptsCurrent(root, (step.upload_receipt, "upload"))],
-            "clean": clean,
-        })
+        yield _producer(
+            s, basename="upload", name=step.name,
+            doc=f"artifacts of {step.name} to {store.url}/{step.store_prefix}",
+            action=Action(upload.upload, p, step),
+            file_dep=[str(step.build_receipt)],
+            receipts=[(step.upload_receipt, "upload")],
+            settings={"store": store.url, "endpoint": store.endpoint_url,
+                      "prefix": step.store_prefix},
+            # a local store is ours to clean; a remote one never is
+            clean=[] if store.is_s3 else
+            [Action(rmtree, p.release.root / store.url / step.store_prefix)])
 
 
 def push_tasks(s: Session, doc: str | None) -> Iterator[Task]:
@@ -163,19 +165,14 @@ def push_tasks(s: Session, doc: str | None) -> Iterator[Task]:
     cfg = p.release.registry
     if cfg is None:
         return
-    root = p.release.root
     for step in p.steps:
-        yield _task({
-            "basename": "push",
-            "name": step.name,
-            "doc": f"{step.name}'s image to {cfg.repository}:{step.tag}",
-            "actions": [Action(push.push_image, p, step, cfg)],
-            "file_dep": [str(step.image_receipt)],
-            "targets": [str(step.push_receipt)],
-            "uptodate": [config_changed({**_registry_identity(cfg), "tag": step.tag}),
-                         ReceiptsCurrent(root, (step.push_receipt, "push"))],
-            "clean": [Action(remove, root / step.push_receipt)],
-        })
+        yield _producer(
+            s, basename="push", name=step.name,
+            doc=f"{step.name}'s image to {cfg.repository}:{step.tag}",
+            action=Action(push.push_image, p, step, cfg),
+            file_dep=[str(step.image_receipt)],
+            receipts=[(step.push_receipt, "push")],
+            settings={**_registry_identity(cfg), "tag": step.tag})
 
 
 def push_index_task(s: Session) -> Task:
@@ -184,17 +181,13 @@ def push_index_task(s: Session) -> Task:
     if cfg is None:
         return {"basename": "push-index", "doc": "no registry: set [registry] in targets.toml",
                 "actions": None}
-    root = p.release.root
-    return _task({
-        "basename": "push-index",
-        "doc": f"the index to {cfg.repository}:{p.index_tag}",
-        "actions": [Action(push.push_index, p, cfg)],
-        "file_dep": [str(p.index_receipt), *(str(step.push_receipt) for step in p.steps)],
-        "targets": [str(p.push_index_receipt)],
-        "uptodate": [config_changed({**_registry_identity(cfg), "tag": p.index_tag}),
-                     ReceiptsCurrent(root, (p.push_index_receipt, "push-index"))],
-        "clean": [Action(remove, root / p.push_index_receipt)],
-    })
+    return _producer(
+        s, basename="push-index", name=None,
+        doc=f"the index to {cfg.repository}:{p.index_tag}",
+        action=Action(push.push_index, p, cfg),
+        file_dep=[str(p.index_receipt), *(str(step.push_receipt) for step in p.steps)],
+        receipts=[(p.push_index_receipt, "push-index")],
+        settings={**_registry_identity(cfg), "tag": p.index_tag})
 
 
 def _publish_deps(s: Session) -> list[str]:
