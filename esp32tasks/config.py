@@ -549,7 +549,8 @@ def apply_overrides(release: Release, environ: Mapping[str, str],
         else:
             registry = (RegistryConfig(repository=repository, source=source) if registry is None
                         else replace(registry, repository=repository, source=source))
-    login = _login(environ, problems)
+    # credentials matter only where there is a registry to send them to
+    login = _login(environ, problems) if registry is not None else None
     if problems:
         raise ConfigError(problems)
     store = replace(release.store, force=True) if force else release.store

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.repo import Repo
+from esp32tasks.receipts import BuildReceipt
+from tests.support.repo import Repo, receipt
 
 pytestmark = pytest.mark.integration
 
@@ -101,8 +102,7 @@ def test_idf_builder_arguments_and_outputs(idf_repo: Repo) -> None:
     assert c3["cwd"] == str(root / "examples/hello")
     assert c3["version"] == "2.0.0"
     # outputs found through the contract files, although IDF's paths are absolute
-    kinds = {a["kind"] for a in json.loads(idf_repo.read("build/receipts/build-esp32c3.json"))[
-        "artifacts"]}
+    kinds = {a.kind for a in receipt(idf_repo, "build-esp32c3", BuildReceipt).artifacts}
     assert kinds == {"app", "bootloader", "partition-table", "otadata", "elf", "map",
                      "sdkconfig", "flasher-args", "partitions-csv"}
     assert idf_repo.doit("release").executed == []

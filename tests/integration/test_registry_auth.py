@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from esp32tasks.plan import STATE_FILE
-from tests.support.repo import Repo
-from tests.integration.test_registry_release import TARGETS, receipt
+from esp32tasks.receipts import ImageReceipt, IndexReceipt
 from tests.servers.registry import PASSWORD, USER, RegistryServer, configure
+from tests.support.repo import TARGETS, Repo, receipt
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +31,7 @@ def secure(repo: Repo, server: RegistryServer) -> None:
 
 def pushed(repo: Repo, server: RegistryServer) -> bool:
     digest, _ = server.manifest(PATH, "hello-1.0.0")
-    return bool(digest == receipt(repo, "index")["index"]["digest"])
+    return bool(digest == receipt(repo, "index", IndexReceipt).index.digest)
 
 
 def docker_config(directory: Path, config: dict[str, object]) -> Path:
@@ -86,7 +86,8 @@ def test_wrong_password_fails_at_once_and_leaks_nowhere(
     lines = [line for line in run.stderr.splitlines() if line.startswith("error:")]
     assert lines == [f"error: push:esp32c3: authentication failed for registry "
                      f"{secure_registry.host} (401 to HEAD /v2/{PATH}/manifests/"
-                     f"{receipt(repo, 'image-esp32c3')['tag']}); check the user and password"]
+                     f"{receipt(repo, 'image-esp32c3', ImageReceipt).tag}); check the user "
+                     "and password"]
     assert [r.status for r in secure_registry.requests()] == [401]  # one request, no retry
     state = repo.path / STATE_FILE
     assert state.is_file()  # the doit state is among the files checked

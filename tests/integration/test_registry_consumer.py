@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from esp32tasks import oci
-from tests.support.repo import Repo
-from tests.integration.test_registry_release import TARGETS, receipt
+from esp32tasks.receipts import AppReceipt, ImageReceipt, IndexReceipt
 from tests.servers.registry import PASSWORD, USER, RegistryServer, configure
+from tests.support.repo import TARGETS, Repo, receipt
 
 pytestmark = pytest.mark.integration
 
@@ -64,16 +64,16 @@ def test_each_target_pulls_exactly_its_own_firmware(
     source = f"docker://{registry.host}/{PATH}:{INDEX_TAG}"
     for target in TARGETS:
         rootfs = pull_firmware(tmp_path, source, target, "--src-tls-verify=false")
-        app = receipt(repo, f"app-{target}")
+        app = receipt(repo, f"app-{target}", AppReceipt).app
         firmware = [p for p in regular_files(rootfs) if "firmware" in str(p.relative_to(rootfs))]
-        assert [p.relative_to(rootfs).as_posix() for p in firmware] == [f"firmware/{app['name']}"]
-        assert firmware[0].read_bytes() == (repo.path / app["path"]).read_bytes()
+        assert [p.relative_to(rootfs).as_posix() for p in firmware] == [f"firmware/{app.name}"]
+        assert firmware[0].read_bytes() == (repo.path / app.path).read_bytes()
         inspect = json.loads(skopeo(tmp_path, "inspect", "--tls-verify=false",
                                     "--override-os", "custom", "--override-arch", target,
                                     source))
         assert (inspect["Os"], inspect["Architecture"]) == ("custom", target)
-        assert inspect["Digest"] == receipt(repo, "index")["index"]["digest"]
-        assert inspect["Layers"] == [receipt(repo, f"image-{target}")["layer"]["digest"]]
+        assert inspect["Digest"] == receipt(repo, "index", IndexReceipt).index.digest
+        assert inspect["Layers"] == [receipt(repo, f"image-{target}", ImageReceipt).layer.digest]
 
 
 def test_consumer_over_tls_with_auth(repo: Repo, secure_registry: RegistryServer,
@@ -89,9 +89,9 @@ def test_consumer_over_tls_with_auth(repo: Repo, secure_registry: RegistryServer
     rootfs = pull_firmware(tmp_path, f"docker://{secure_registry.host}/{PATH}:{INDEX_TAG}",
                            "esp32c6", "--src-cert-dir", str(certs),
                            "--src-creds", f"{USER}:{PASSWORD}")
-    app = receipt(repo, "app-esp32c6")
-    assert (rootfs / "firmware" / app["name"]).read_bytes() == \
-        (repo.path / app["path"]).read_bytes()
+    app = receipt(repo, "app-esp32c6", AppReceipt).app
+    assert (rootfs / "firmware" / app.name).read_bytes() == \
+        (repo.path / app.path).read_bytes()
 
 
 def test_verify_passes_then_reports_a_moved_index(
@@ -114,7 +114,7 @@ def test_verify_passes_then_reports_a_moved_index(
     bad = repo.doit("verify", check=False)
     assert bad.code != 0
     report = bad.stderr
-    ours = receipt(repo, "index")["index"]["digest"]
+    ours = receipt(repo, "index", IndexReceipt).index.digest
     assert f"error: verify: {registry.host}/{PATH}:{INDEX_TAG} differs from this build:" \
         in report
     assert f"  index: {registry.host}/{PATH}:{INDEX_TAG} is sha256:" in report
@@ -162,7 +162,7 @@ def test_firmware_digest_in_receipt_matches_layer(repo: Repo, registry: Registry
     configure(repo, registry)
     repo.doit("release")
     for target in TARGETS:
-        app = receipt(repo, f"app-{target}")
-        data = (repo.path / app["path"]).read_bytes()
-        assert receipt(repo, f"image-{target}")["firmware"]["sha256"] == \
+        app = receipt(repo, f"app-{target}", AppReceipt).app
+        data = (repo.path / app.path).read_bytes()
+        assert receipt(repo, f"image-{target}", ImageReceipt).firmware.sha256 == \
             hashlib.sha256(data).hexdigest()

@@ -7,16 +7,7 @@ from collections import Counter
 
 import pytest
 
-from tests.support.repo import Repo
-from tests.integration.test_registry_release import (
-    TARGETS,
-    blob_puts,
-    exact,
-    pushes,
-    receipt,
-    summary,
-    uploads,
-)
+from esp32tasks.receipts import ImageReceipt, IndexReceipt
 from tests.servers.registry import (
     FlakyProxy,
     HungServer,
@@ -24,6 +15,8 @@ from tests.servers.registry import (
     configure,
     free_port,
 )
+from tests.support.registry_wire import blob_puts, exact, pushes, summary, uploads
+from tests.support.repo import TARGETS, Repo, receipt
 
 pytestmark = pytest.mark.integration
 
@@ -48,8 +41,9 @@ def test_registry_not_listening_fails_fast_with_one_line(repo: Repo) -> None:
     assert elapsed < 15, elapsed
     assert error_lines(run.stderr) == [
         f"error: push:esp32c3: cannot reach registry {host} over http (Connection "
-        f"refused); check the registry in [registry] repository ({host}) is running and "
-        "listening there, and that the scheme is right (insecure = true for plain HTTP)"]
+        f"refused); check the registry in [registry] repository in targets.toml ({host}) is "
+        "running and listening there, and that the scheme is right (insecure = true for plain "
+        "HTTP)"]
     assert "Traceback" not in run.output
     assert not (repo.path / "build/receipts/push-esp32c3.json").exists()
 
@@ -66,9 +60,9 @@ def test_server_that_never_answers_times_out(repo: Repo, hung_server: HungServer
     [line] = error_lines(run.stderr)
     assert line.startswith(f"error: push:esp32c3: registry {hung_server.host} did not answer "
                            "HEAD /v2/cloud-iot/hello/manifests/esp32c3-hello-1.0.0-")
-    assert line.endswith("within 10 s; check the registry in [registry] repository "
-                         f"({hung_server.host}) is up and reachable (or raise [registry] "
-                         "timeout)")
+    assert line.endswith("within 10 s; check the registry in [registry] repository in "
+                         f"targets.toml ({hung_server.host}) is up and reachable (or raise "
+                         "[registry] timeout)")
 
 
 def test_configured_timeout_is_used(repo: Repo, hung_server: HungServer) -> None:
@@ -84,9 +78,9 @@ def test_registry_killed_mid_push_then_rerun_sends_only_what_is_missing(
         repo: Repo, registry: RegistryServer, flaky_proxy: FlakyProxy) -> None:
     configure(repo, flaky_proxy)
     built(repo)
-    c6 = receipt(repo, "image-esp32c6")
-    layer_put = c6["layer"]["digest"].replace(":", "%3A")
-    config_put = c6["config"]["digest"].replace(":", "%3A")
+    c6 = receipt(repo, "image-esp32c6", ImageReceipt)
+    layer_put = c6.layer.digest.replace(":", "%3A")
+    config_put = c6.config.digest.replace(":", "%3A")
 
     def kill_on_second_blob_of_c6(method: str, path: str) -> None:
         # the registry dies as esp32c6's config blob is being sent, once its layer is in
@@ -116,16 +110,16 @@ def test_registry_killed_mid_push_then_rerun_sends_only_what_is_missing(
     sent = registry.requests()[len(before):]
     # esp32c6: its layer made it before the kill; only the config blob and manifest go
     c6_part = sent[:sent.index(next(r for r in sent if r.method == "PUT"
-                                    and r.path.endswith(f"/manifests/{c6['tag']}"))) + 1]
+                                    and r.path.endswith(f"/manifests/{c6.tag}"))) + 1]
     assert summary(c6_part) == Counter([
         "HEAD manifest 404",  # the tag: no receipt says what is there
         "HEAD blob 200",  # the layer: already there, not sent again
         "HEAD blob 404", "POST upload 202", "PUT upload 201",  # the config
         "PUT manifest 201"]), "\n".join(map(str, c6_part))
-    assert blob_puts(c6_part) == {c6["config"]["digest"]}
+    assert blob_puts(c6_part) == {c6.config.digest}
     assert not [r for r in sent if "esp32c3" in r.path]  # finished before: not touched
     assert registry.manifest("cloud-iot/hello", "hello-1.0.0")[0] == \
-        receipt(repo, "index")["index"]["digest"]
+        receipt(repo, "index", IndexReceipt).index.digest
 
 
 def test_a_few_503_are_retried(repo: Repo, registry: RegistryServer,
@@ -139,7 +133,7 @@ def test_a_few_503_are_retried(repo: Repo, registry: RegistryServer,
     assert flaky_proxy.failed == 2
     assert {f"push:{t}" for t in TARGETS} | {"push-index"} <= set(run.executed)
     assert registry.manifest("cloud-iot/hello", "hello-1.0.0")[0] == \
-        receipt(repo, "index")["index"]["digest"]
+        receipt(repo, "index", IndexReceipt).index.digest
 
 
 def test_persistent_503_gives_up_within_30_s(repo: Repo, registry: RegistryServer,
@@ -164,9 +158,9 @@ def test_blobs_deleted_behind_our_back_are_sent_again(
         repo: Repo, registry: RegistryServer) -> None:
     configure(repo, registry)
     repo.doit("release")
-    c3 = receipt(repo, "image-esp32c3")
-    for kind in ("layer", "config"):  # garbage collection, a wiped disk, a retention policy
-        registry.delete_blob(c3[kind]["digest"])
+    c3 = receipt(repo, "image-esp32c3", ImageReceipt)
+    for blob in (c3.layer, c3.config):  # garbage collection, a wiped disk, a retention policy
+        registry.delete_blob(blob.digest)
     repo.write("NOTES.md", "a commit that changes no firmware\n")
     repo.commit("notes")
     repo.env["ESP32TASKS_FORCE"] = "1"  # the index names the new commit
@@ -174,22 +168,23 @@ def test_blobs_deleted_behind_our_back_are_sent_again(
     run = repo.doit("release")
     assert pushes(run.executed) == sorted([f"push:{t}" for t in TARGETS] + ["push-index"])
     sent = registry.requests()[before:]
-    tag = receipt(repo, "image-esp32c3")["tag"]
-    assert receipt(repo, "image-esp32c3")["manifest"] == c3["manifest"]  # a re-tag
+    retagged = receipt(repo, "image-esp32c3", ImageReceipt)
+    tag = retagged.tag
+    assert retagged.manifest == c3.manifest  # a re-tag
     path = "/v2/cloud-iot/hello"
     got = exact(sent)
     # the receipt says the manifest is there: PUT it under the new tag; the registry
     # refuses (MANIFEST_BLOB_UNKNOWN); every blob is checked and the missing ones sent
     assert got[:1] == [f"PUT {path}/manifests/{tag} 400"], "\n".join(got)
-    assert sorted(got[1:7]) == sorted([f"HEAD {path}/blobs/{c3['layer']['digest']} 404",
-                                       f"HEAD {path}/blobs/{c3['config']['digest']} 404",
-                                       *uploads(c3["layer"]["digest"],
-                                                c3["config"]["digest"])]), "\n".join(got)
+    assert sorted(got[1:7]) == sorted([f"HEAD {path}/blobs/{c3.layer.digest} 404",
+                                       f"HEAD {path}/blobs/{c3.config.digest} 404",
+                                       *uploads(c3.layer.digest, c3.config.digest)]), \
+        "\n".join(got)
     assert got[7:] == [
         f"PUT {path}/manifests/{tag} 201",
-        *(f"PUT {path}/manifests/{receipt(repo, f'image-{t}')['tag']} 201"
+        *(f"PUT {path}/manifests/{receipt(repo, f'image-{t}', ImageReceipt).tag} 201"
           for t in ("esp32c6", "esp32h2")),
         f"HEAD {path}/manifests/hello-1.0.0 200",
         f"PUT {path}/manifests/hello-1.0.0 201"], "\n".join(got)
-    assert blob_puts(sent) == {c3["layer"]["digest"], c3["config"]["digest"]}
+    assert blob_puts(sent) == {c3.layer.digest, c3.config.digest}
     repo.doit("verify")  # served as esp32-flashjob resolves it, firmware bytes included

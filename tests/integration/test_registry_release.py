@@ -2,70 +2,30 @@
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import sys
 from collections import Counter
-from typing import Any
 
 import pytest
 
-from tests.support.repo import Repo
-from tests.servers.registry import RegistryServer, Request, configure, free_port
+from esp32tasks import receipts
+from esp32tasks.receipts import ImageReceipt, IndexReceipt, PushIndexReceipt, PushReceipt
+from tests.servers.registry import RegistryServer, configure, free_port
+from tests.support.registry_wire import (
+    INDEX_TAG,
+    PATH,
+    blob_puts,
+    exact,
+    full_image,
+    pushes,
+    summary,
+    uploads,
+)
+from tests.support.repo import TARGETS, Repo, receipt
 
 pytestmark = pytest.mark.integration
 
-TARGETS = ("esp32c3", "esp32c6", "esp32h2")
 APP = "examples/hello"
-INDEX_TAG = "hello-1.0.0"
-PATH = "cloud-iot/hello"
-
-
-def receipt(repo: Repo, name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(repo.read(f"build/receipts/{name}.json"))
-    return data
-
-
-def pushes(executed: list[str]) -> list[str]:
-    """The push tasks that ran, sorted (other tasks, e.g. the release manifest, left out)."""
-    return sorted(t for t in executed if t.startswith("push"))
-
-
-def summary(requests: list[Request]) -> Counter[str]:
-    """``METHOD kind status`` counts, e.g. ``PUT manifest 201``."""
-    return Counter(f"{r.method} {r.kind} {r.status}" for r in requests)
-
-
-def blob_puts(requests: list[Request]) -> set[str]:
-    """Digests of blobs uploaded (the ``digest=`` of each upload-session PUT)."""
-    return {r.path.split("digest=")[1].replace("%3A", ":")
-            for r in requests if r.method == "PUT" and r.kind == "upload"}
-
-
-def full_image(status_tag: int = 404) -> Counter[str]:
-    """A new image, no receipt: the tag checked, two blobs checked and sent, the manifest PUT."""
-    return Counter([f"HEAD manifest {status_tag}",
-                    "HEAD blob 404", "POST upload 202", "PUT upload 201",
-                    "HEAD blob 404", "POST upload 202", "PUT upload 201",
-                    "PUT manifest 201"])
-
-
-def exact(requests: list[Request]) -> list[str]:
-    """``METHOD path status``, upload sessions reduced to the digest they commit."""
-    out = []
-    for r in requests:
-        path = r.path
-        if r.kind == "upload":
-            path = path.split("/uploads/")[0] + "/uploads/" + (
-                "?digest=" + path.split("digest=")[1].replace("%3A", ":")
-                if "digest=" in path else "")
-        out.append(f"{r.method} {path} {r.status}")
-    return out
-
-
-def uploads(*digests: str) -> list[str]:
-    """Blob uploads side by side (POST, then PUT each), sorted: threads interleave them."""
-    return sorted([f"POST /v2/{PATH}/blobs/uploads/ 202"] * len(digests)
-                  + [f"PUT /v2/{PATH}/blobs/uploads/?digest={d} 201" for d in digests])
 
 
 def test_release_pushes_everything_then_a_noop_sends_nothing(
@@ -79,25 +39,23 @@ def test_release_pushes_everything_then_a_noop_sends_nothing(
         expected += full_image()
     expected += Counter({"HEAD manifest 404": 1, "PUT manifest 201": 1})  # the index
     assert summary(sent) == expected, "\n".join(map(str, sent))
-    assert blob_puts(sent) == {receipt(repo, f"image-{t}")[kind]["digest"]
-                               for t in TARGETS for kind in ("layer", "config")}
+    assert blob_puts(sent) == {blob.digest for t in TARGETS
+                               for blob in receipt(repo, f"image-{t}", ImageReceipt).blobs}
     # the order the registry needs: each target's blobs before its manifest, index last
     assert sent[-1].path == f"/v2/{PATH}/manifests/{INDEX_TAG}"
     for target in TARGETS:
-        tag = receipt(repo, f"image-{target}")["tag"]
+        image = receipt(repo, f"image-{target}", ImageReceipt)
         put = next(i for i, r in enumerate(sent) if r.method == "PUT"
-                   and r.path.endswith(f"/manifests/{tag}"))
-        image = receipt(repo, f"image-{target}")
-        for kind in ("layer", "config"):
-            digest = image[kind]["digest"]
-            assert any(r.method == "PUT" and digest.replace(":", "%3A") in r.path
+                   and r.path.endswith(f"/manifests/{image.tag}"))
+        for blob in (image.layer, image.config):
+            assert any(r.method == "PUT" and blob.digest.replace(":", "%3A") in r.path
                        for r in sent[:put])
-    assert receipt(repo, "push-index") == {
-        "repository": f"{registry.host}/{PATH}", "tag": INDEX_TAG,
-        "digest": receipt(repo, "index")["index"]["digest"],
-        "targets": receipt(repo, "index")["targets"]}
+    index = receipt(repo, "index", IndexReceipt)
+    assert receipt(repo, "push-index", PushIndexReceipt) == PushIndexReceipt(
+        repository=f"{registry.host}/{PATH}", tag=INDEX_TAG, digest=index.index.digest,
+        targets=index.targets)
     digest, _ = registry.manifest(PATH, INDEX_TAG)
-    assert digest == receipt(repo, "index")["index"]["digest"]
+    assert digest == index.index.digest
 
     # nothing changed: no action runs, and not one request reaches the registry
     assert repo.doit("release").executed == []
@@ -114,7 +72,7 @@ def test_one_target_change_sends_that_target_and_retags_the_others(
     configure(repo, registry)
     repo.doit("release")
     before = len(registry.requests())
-    old_index = receipt(repo, "index")["index"]["digest"]
+    old_index = receipt(repo, "index", IndexReceipt).index.digest
     repo.edit(f"{APP}/sdkconfig.defaults.esp32c6", '"Hello from', '"Hello again from')
     repo.commit("esp32c6 greets differently")
 
@@ -135,14 +93,14 @@ def test_one_target_change_sends_that_target_and_retags_the_others(
     sent = registry.requests()[before:]
     second = sent[len(first):]
 
-    changed = receipt(repo, "image-esp32c6")
-    tags = {t: receipt(repo, f"image-{t}")["tag"] for t in TARGETS}
+    changed = receipt(repo, "image-esp32c6", ImageReceipt)
+    tags = {t: receipt(repo, f"image-{t}", ImageReceipt).tag for t in TARGETS}
     manifests = f"PUT /v2/{PATH}/manifests/"
     # the receipts know the repository: the unchanged targets are re-tagged with one PUT each
     # (the registry checks their blobs), the changed one's new blobs go up without a HEAD
     got = exact(first)
     assert got[:1] == [f"{manifests}{tags['esp32c3']} 201"], "\n".join(got)
-    assert sorted(got[1:5]) == uploads(changed["layer"]["digest"], changed["config"]["digest"])
+    assert sorted(got[1:5]) == uploads(changed.layer.digest, changed.config.digest)
     assert got[5:] == [
         f"{manifests}{tags['esp32c6']} 201",
         f"{manifests}{tags['esp32h2']} 201",
@@ -152,7 +110,8 @@ def test_one_target_change_sends_that_target_and_retags_the_others(
     # forced run: HEAD the index tag and PUT the new index, nothing else
     assert exact(second) == [f"HEAD /v2/{PATH}/manifests/{INDEX_TAG} 200",
                              f"{manifests}{INDEX_TAG} 201"]
-    assert registry.manifest(PATH, INDEX_TAG)[0] == receipt(repo, "index")["index"]["digest"]
+    assert registry.manifest(PATH, INDEX_TAG)[0] == \
+        receipt(repo, "index", IndexReceipt).index.digest
     print(f"\none-target change: {len(first)} requests for the images, "
           f"{len(second)} for the forced index")
 
@@ -161,35 +120,36 @@ def test_clean_target_tag_is_not_moved_to_other_bytes(
         repo: Repo, registry: RegistryServer) -> None:
     configure(repo, registry)
     repo.doit("release")
-    c3, c6 = receipt(repo, "image-esp32c3"), receipt(repo, "image-esp32c6")
-    where = f"{registry.host}/{PATH}:{c3['tag']}"
+    c3 = receipt(repo, "image-esp32c3", ImageReceipt)
+    c6 = receipt(repo, "image-esp32c6", ImageReceipt)
+    where = f"{registry.host}/{PATH}:{c3.tag}"
     pushed = repo.path / "build/receipts/push-esp32c3.json"
 
     # our last push put other bytes under this tag (a rebuild of the same commit that came
     # out different): the receipt says so, refused without a request
-    last = json.loads(pushed.read_text())
-    pushed.write_text(json.dumps({**last, "digest": c6["manifest"]["digest"]}))
+    last = receipt(repo, "push-esp32c3", PushReceipt)
+    receipts.write(pushed, dataclasses.replace(last, digest=c6.manifest.digest))
     repo.doit("forget", "push:esp32c3")
     before = len(registry.requests())
     refused = repo.doit("release", check=False)
     assert refused.code != 0
-    assert f"error: push:esp32c3: {where} already points at {c6['manifest']['digest']} " \
-        f"(our last push), not at this build's {c3['manifest']['digest']}; released " \
+    assert f"error: push:esp32c3: {where} already points at {c6.manifest.digest} " \
+        f"(our last push), not at this build's {c3.manifest.digest}; released " \
         "versions are immutable" in refused.stderr
     assert registry.requests()[before:] == []
 
     # no receipt, and the tag moved behind our back: the HEAD of the tag finds it
-    registry.put_manifest(PATH, c3["tag"], "application/vnd.oci.image.manifest.v1+json",
+    registry.put_manifest(PATH, c3.tag, "application/vnd.oci.image.manifest.v1+json",
                           repo.path.joinpath("build/oci/blobs/sha256",
-                                             c6["manifest"]["digest"][7:]).read_bytes())
+                                             c6.manifest.digest[7:]).read_bytes())
     assert not pushed.exists()  # the refused push removed it
     refused = repo.doit("release", check=False)
     assert refused.code != 0
-    assert f"error: push:esp32c3: {where} already points at {c6['manifest']['digest']}, " \
-        f"not at this build's {c3['manifest']['digest']}" in refused.stderr
+    assert f"error: push:esp32c3: {where} already points at {c6.manifest.digest}, " \
+        f"not at this build's {c3.manifest.digest}" in refused.stderr
     assert exact(registry.requests()[before:]) == [
-        f"HEAD /v2/{PATH}/manifests/{c3['tag']} 200"]
-    assert registry.manifest(PATH, c3["tag"])[0] == c6["manifest"]["digest"]  # not moved
+        f"HEAD /v2/{PATH}/manifests/{c3.tag} 200"]
+    assert registry.manifest(PATH, c3.tag)[0] == c6.manifest.digest  # not moved
 
 
 def test_dirty_tree_is_refused_unless_allowed(repo: Repo, registry: RegistryServer) -> None:
@@ -207,7 +167,7 @@ def test_dirty_tree_is_refused_unless_allowed(repo: Repo, registry: RegistryServ
     repo.doit("release")
     sha7 = repo.git("rev-parse", "--short=7", "HEAD")
     digest, _ = registry.manifest(PATH, f"esp32c3-hello-1.0.0-{sha7}-dirty")
-    assert digest == receipt(repo, "image-esp32c3")["manifest"]["digest"]
+    assert digest == receipt(repo, "image-esp32c3", ImageReceipt).manifest.digest
 
 
 def test_allow_dirty_in_config(repo: Repo, registry: RegistryServer) -> None:
@@ -223,8 +183,9 @@ def test_env_registry_overrides_the_file(repo: Repo, registry: RegistryServer) -
     repo.env["ESP32TASKS_REGISTRY"] = f"{registry.host}/ci/hello"
     repo.doit("release")
     assert registry.manifest("ci/hello", INDEX_TAG)[0] == \
-        receipt(repo, "index")["index"]["digest"]
-    assert receipt(repo, "push-index")["repository"] == f"{registry.host}/ci/hello"
+        receipt(repo, "index", IndexReceipt).index.digest
+    assert receipt(repo, "push-index", PushIndexReceipt).repository == \
+        f"{registry.host}/ci/hello"
 
 
 def test_env_registry_without_a_registry_table(repo: Repo, registry: RegistryServer) -> None:
@@ -243,7 +204,7 @@ def test_command_line_registry_overrides_env_and_file(
     repo.env["ESP32TASKS_REGISTRY"] = f"127.0.0.1:{free_port()}/also/nowhere"
     repo.doit("release", f"registry={registry.host}/cli/hello")
     assert registry.manifest("cli/hello", INDEX_TAG)[0] == \
-        receipt(repo, "index")["index"]["digest"]
+        receipt(repo, "index", IndexReceipt).index.digest
     # a changed repository is a changed input: the pushes run again, to the new place
     repo.env["ESP32TASKS_REGISTRY"] = f"{registry.host}/other/hello"
     again = repo.doit("release")

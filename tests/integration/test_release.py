@@ -13,22 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.repo import Repo
+from esp32tasks.receipts import AppReceipt, ImageReceipt, IndexReceipt
+from tests.support.repo import TARGETS, Repo, receipt
 
 pytestmark = pytest.mark.integration
 
-TARGETS = ("esp32c3", "esp32c6", "esp32h2")
 APP = "examples/hello"
 
 
-def receipt(repo: Repo, name: str) -> dict[str, object]:
-    data: dict[str, object] = json.loads(repo.read(f"build/receipts/{name}.json"))
-    return data
-
-
 def manifest_digests(repo: Repo) -> dict[str, str]:
-    return {t: receipt(repo, f"image-{t}")["manifest"]["digest"]  # type: ignore[index]
-            for t in TARGETS}
+    return {t: receipt(repo, f"image-{t}", ImageReceipt).manifest.digest for t in TARGETS}
 
 
 def blob_stats(repo: Repo) -> dict[str, int]:
@@ -92,7 +86,7 @@ def test_change_to_one_targets_file_rebuilds_only_that_target(repo: Repo) -> Non
         {t: before[t] for t in ("esp32c3", "esp32h2")}
     # the new commit re-tags every target under its own short SHA
     sha7 = repo.git("rev-parse", "--short=7", "HEAD")
-    assert {receipt(repo, f"image-{t}")["tag"] for t in TARGETS} == \
+    assert {receipt(repo, f"image-{t}", ImageReceipt).tag for t in TARGETS} == \
         {f"{t}-hello-1.0.0-{sha7}" for t in TARGETS}
     assert "upload:esp32c3" not in run.executed
 
@@ -111,7 +105,7 @@ def test_byte_identical_rebuild_repacks_nothing(repo: Repo) -> None:
     # re-tagged under the new commit, but no blob was written again
     after = blob_stats(repo)
     assert {k: after[k] for k in blobs} == blobs
-    new_index = receipt(repo, "index")["index"]["digest"]  # type: ignore[index]
+    new_index = receipt(repo, "index", IndexReceipt).index.digest
     assert set(after) - set(blobs) == {new_index.split(":")[1]}
 
 
@@ -126,17 +120,16 @@ def test_version_change_rebuilds_and_retags(repo: Repo) -> None:
     sha7 = repo.git("rev-parse", "--short=7", "HEAD")
     assert set(layout_refs(repo)) == {f"{t}-hello-1.1.0-{sha7}" for t in TARGETS} | \
         {"hello-1.1.0"}
-    info = json.loads(repo.read("build/receipts/app-esp32c3.json"))
-    assert info["app_desc"]["version"] == "1.1.0"
+    assert receipt(repo, "app-esp32c3", AppReceipt).app_desc.version == "1.1.0"
 
 
 def test_dirty_tree_is_marked(repo: Repo) -> None:
     repo.write(f"{APP}/notes.txt", "uncommitted\n")
     repo.doit("release")
     sha7 = repo.git("rev-parse", "--short=7", "HEAD")
-    assert receipt(repo, "image-esp32c3")["tag"] == f"esp32c3-hello-1.0.0-{sha7}-dirty"
-    index = json.loads(repo.read("build/receipts/index.json"))
-    assert index["tag"] == "hello-1.0.0"
+    assert receipt(repo, "image-esp32c3", ImageReceipt).tag == \
+        f"esp32c3-hello-1.0.0-{sha7}-dirty"
+    assert receipt(repo, "index", IndexReceipt).tag == "hello-1.0.0"
 
 
 def test_two_clones_give_identical_digests(repo: Repo, tmp_path: Path) -> None:
@@ -144,9 +137,10 @@ def test_two_clones_give_identical_digests(repo: Repo, tmp_path: Path) -> None:
     b = repo.clone(tmp_path / "deeper" / "path" / "clone-b")
     a.doit("release")
     b.doit("release")
-    assert receipt(a, "index") == receipt(b, "index")
+    assert receipt(a, "index", IndexReceipt) == receipt(b, "index", IndexReceipt)
     for target in TARGETS:
-        assert receipt(a, f"image-{target}") == receipt(b, f"image-{target}")
+        assert receipt(a, f"image-{target}", ImageReceipt) == \
+            receipt(b, f"image-{target}", ImageReceipt)
     assert sorted(blob_stats(a)) == sorted(blob_stats(b))
 
 

@@ -9,14 +9,12 @@ import collections
 import hashlib
 import itertools
 import json
-import os
 import sys
 import time
-from typing import Any
 
 import pytest
 
-from tests.support.repo import Repo
+from esp32tasks.receipts import PushIndexReceipt, PushReceipt
 from tests.servers.registry import RegistryServer, configure
 from tests.servers.s3 import (
     ADMIN,
@@ -27,82 +25,19 @@ from tests.servers.s3 import (
     SilentServer,
     free_port,
 )
+from tests.support.repo import TARGETS, Repo, receipt
+from tests.support.s3_release import (
+    MANIFEST,
+    check_bucket,
+    check_manifest,
+    expected_objects,
+    new_bucket,
+    use_s3,
+)
 
 pytestmark = pytest.mark.integration
 
-TARGETS = ("esp32c3", "esp32c6", "esp32h2")
-ARTIFACTS = {"hello.bin", "bootloader.bin", "partition-table.bin", "ota_data_initial.bin",
-             "sdkconfig", "partitions.csv", "flasher_args.json", "hello.elf", "hello.map"}
-PREFIX = "nbfc-assets/github/iot"
-RELEASE = f"{PREFIX}/hello/hello-1.0.0/"
-MANIFEST = RELEASE + "release.json"
 APP = "examples/hello"
-
-_buckets = itertools.count()
-
-
-def new_bucket() -> str:
-    return f"release-{os.getpid()}-{next(_buckets)}"
-
-
-def use_s3(repo: Repo, endpoint: str, bucket: str, *, creds: Credentials = ADMIN,
-           create_bucket: bool = False, commit: bool = True) -> None:
-    text = (f'\n[store]\nurl = "s3://{bucket}/{PREFIX}"\nendpoint_url = "{endpoint}"\n')
-    if create_bucket:
-        text += "create_bucket = true\n"
-    repo.write("targets.toml", repo.read("targets.toml") + text)
-    repo.env.update(creds.env)
-    if commit:
-        repo.commit("release to S3")
-
-
-def receipt(repo: Repo, name: str) -> Any:
-    return json.loads(repo.read(f"build/receipts/{name}.json"))
-
-
-def expected_objects(repo: Repo) -> dict[str, str]:
-    """key -> sha256 of every artifact, from the build receipts."""
-    return {f"{RELEASE}{t}/artifacts/{a['name']}": a["sha256"]
-            for t in TARGETS for a in receipt(repo, f"build-{t}")["artifacts"]}
-
-
-def check_bucket(server: Seaweed, repo: Repo, bucket: str) -> dict[str, Any]:
-    """Every object's bytes equal the local build's, and release.json describes them all."""
-    s3 = server.client()
-    listed = {o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
-              for o in page.get("Contents", [])}
-    expected = expected_objects(repo)
-    assert listed == {*expected, MANIFEST}
-    for target in TARGETS:
-        for artifact in receipt(repo, f"build-{target}")["artifacts"]:
-            key = f"{RELEASE}{target}/artifacts/{artifact['name']}"
-            obj = s3.get_object(Bucket=bucket, Key=key)
-            assert obj["Body"].read() == (repo.path / artifact["path"]).read_bytes(), key
-            assert obj["Metadata"] == {"sha256": artifact["sha256"]}
-    manifest = json.loads(s3.get_object(Bucket=bucket, Key=MANIFEST)["Body"].read())
-    check_manifest(repo, manifest)
-    return manifest  # type: ignore[no-any-return]
-
-
-def check_manifest(repo: Repo, manifest: dict[str, Any]) -> None:
-    assert manifest["format"] == "esp32tasks.release/v1"
-    assert manifest["project"] == {"name": "hello", "app_type": "hello", "version": "1.0.0"}
-    assert manifest["git"]["revision"] == repo.git("rev-parse", "HEAD")
-    assert manifest["git"]["commit_time"] == "2026-01-01T00:00:00Z"
-    assert set(manifest["targets"]) == set(TARGETS)
-    for target in TARGETS:
-        entry = manifest["targets"][target]
-        built = {a["name"]: a for a in receipt(repo, f"build-{target}")["artifacts"]}
-        assert {a["name"] for a in entry["artifacts"]} == ARTIFACTS
-        for artifact in entry["artifacts"]:
-            assert artifact["path"] == f"{target}/artifacts/{artifact['name']}"
-            assert (artifact["size"], artifact["sha256"]) == \
-                (built[artifact["name"]]["size"], built[artifact["name"]]["sha256"])
-        image = receipt(repo, f"image-{target}")
-        assert entry["image"]["tag"] == image["tag"]
-        assert entry["image"]["digest"] == image["manifest"]["digest"]
-    index = receipt(repo, "index")
-    assert manifest["index"] == {"tag": "hello-1.0.0", "digest": index["index"]["digest"]}
 
 
 def methods(requests: list[Request]) -> dict[str, int]:
@@ -380,12 +315,12 @@ def test_with_a_registry_the_manifest_lists_every_pushed_tag_and_digest(
     # written after every push, the index's included
     assert run.executed.index("manifest") > run.executed.index("push-index")
     manifest = check_bucket(s3_server, repo, bucket)
-    index = receipt(repo, "push-index")
+    index = receipt(repo, "push-index", PushIndexReceipt)
     assert manifest["registry"] == {"repository": repository,
-                                    "index": {"tag": "hello-1.0.0", "digest": index["digest"]}}
-    assert index["digest"] == manifest["index"]["digest"]
+                                    "index": {"tag": "hello-1.0.0", "digest": index.digest}}
+    assert index.digest == manifest["index"]["digest"]
     for target in TARGETS:
-        pushed = receipt(repo, f"push-{target}")
+        pushed = receipt(repo, f"push-{target}", PushReceipt)
         assert manifest["targets"][target]["registry"] == {
-            "repository": repository, "tag": pushed["tag"], "digest": pushed["digest"]}
-        assert registry.manifest("cloud-iot/hello", pushed["tag"])[0] == pushed["digest"]
+            "repository": repository, "tag": pushed.tag, "digest": pushed.digest}
+        assert registry.manifest("cloud-iot/hello", pushed.tag)[0] == pushed.digest

@@ -339,6 +339,12 @@ def test_half_the_login_is_an_error(root: Path, present: str, missing: str) -> N
         "ESP32TASKS_REGISTRY_PASSWORD, or neither to use the docker config")
 
 
+def test_credentials_without_a_registry_are_nobodys_business(root: Path) -> None:
+    """Half a login stops only a release that has a registry to send it to."""
+    release = overridden(root, {"ESP32TASKS_REGISTRY_PASSWORD": "hunter2"}, text=GOOD)
+    assert release.registry is None
+
+
 def test_docker_config_directory_wins_over_home(root: Path) -> None:
     got = overridden(root, {"DOCKER_CONFIG": "/etc/docker-ci"}).registry
     assert got is not None
