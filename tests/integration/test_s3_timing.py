@@ -1,6 +1,6 @@
 """Upload time of the example release against ``aws s3 sync`` of the same files, same server.
 
-awscli pins an older botocore than ours, so it lives in its own venv: set ESP32TASKS_AWSCLI
+awscli pins an older botocore than ours, so it lives in its own venv: set BENCH_AWSCLI
 to its ``aws`` (default /tmp/awscli-venv/bin/aws, made by
 ``python3 -m venv /tmp/awscli-venv && /tmp/awscli-venv/bin/pip install awscli``); without
 it this test is skipped. It checks that both put the same bytes in the bucket and prints
@@ -19,18 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.repo import Repo
-from tests.integration.test_s3_release import (
-    MANIFEST,
-    PREFIX,
-    RELEASE,
-    TARGETS,
-    check_bucket,
-    new_bucket,
-    receipt,
-    use_s3,
-)
+from esp32tasks.receipts import BuildReceipt
 from tests.servers.s3 import Seaweed
+from tests.support.repo import TARGETS, Repo, receipt
+from tests.support.s3_release import MANIFEST, PREFIX, RELEASE, check_bucket, new_bucket, use_s3
 
 pytestmark = pytest.mark.integration
 
@@ -39,19 +31,19 @@ DOIT = (sys.executable, "-m", "doit")
 
 
 def aws_binary() -> str:
-    aws = os.environ.get("ESP32TASKS_AWSCLI", "/tmp/awscli-venv/bin/aws")
+    aws = os.environ.get("BENCH_AWSCLI", "/tmp/awscli-venv/bin/aws")
     if not Path(aws).is_file():
-        pytest.skip(f"no awscli at {aws}; set ESP32TASKS_AWSCLI (see this module's docstring)")
+        pytest.skip(f"no awscli at {aws}; set BENCH_AWSCLI (see this module's docstring)")
     return aws
 
 
 def local_store(repo: Repo, dest: Path) -> Path:
     """The release as a directory with the S3 key layout: what `aws s3 sync` uploads."""
     for target in TARGETS:
-        for artifact in receipt(repo, f"build-{target}")["artifacts"]:
-            path = dest / RELEASE / target / "artifacts" / artifact["name"]
+        for artifact in receipt(repo, f"build-{target}", BuildReceipt).artifacts:
+            path = dest / RELEASE / target / "artifacts" / artifact.name
             path.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(repo.path / artifact["path"], path)
+            shutil.copyfile(repo.path / artifact.path, path)
     shutil.copyfile(repo.path / "build/receipts/release.json", dest / MANIFEST)
     return dest
 

@@ -12,7 +12,7 @@ import pytest
 
 from esp32tasks.config import StoreConfig
 from esp32tasks.errors import StoreAuthError, StoreBucketMissing, StoreUnreachable
-from esp32tasks.s3store import MULTIPART_CHUNKSIZE, MULTIPART_THRESHOLD, S3Store
+from esp32tasks.store.s3 import MULTIPART_CHUNKSIZE, MULTIPART_THRESHOLD, S3Store
 from tests.servers.s3 import ADMIN, Credentials, RecordingProxy, Seaweed, SilentServer, free_port
 
 pytestmark = pytest.mark.integration
@@ -125,17 +125,54 @@ def test_bytes_and_missing_objects(s3_server: Seaweed, tmp_path: Path) -> None:
 @pytest.mark.usefixtures("creds")
 def test_a_corrupted_upload_is_refused_by_the_server(s3_server: Seaweed, tmp_path: Path) -> None:
     """The SHA-256 we send is checked by the server: bytes that differ are not stored."""
+    from botocore.exceptions import ClientError
+
+    from esp32tasks.errors import StoreError
+
     bucket = s3_server.bucket(bucket_name())
     store = open_s3(s3_server.endpoint, bucket)
     path = tmp_path / "hello.bin"
     path.write_bytes(b"firmware")
-    from esp32tasks.errors import StoreError
-
+    claimed = hashlib.sha256(b"other").hexdigest()
     with pytest.raises(StoreError, match="changed while being uploaded"):
-        store.put_file("hello.bin", path, hashlib.sha256(b"other").hexdigest())
-    with pytest.raises(StoreError, match="BadDigest"):
-        store._put("hello.bin", b"firmware", hashlib.sha256(b"other").hexdigest())
+        store.put_file("hello.bin", path, claimed)  # found before sending
+    # past our own check: the PutObject put_files sends through the transfer manager,
+    # claiming a SHA-256 its bytes do not have
+    with pytest.raises(ClientError) as info:
+        store._submit("hello.bin", b"firmware", claimed).result()
+    assert info.value.response["Error"]["Code"] == "BadDigest"
+    with pytest.raises(StoreError, match="BadDigest"):  # put_bytes' PutObject
+        store._put("hello.bin", b"firmware", claimed)
     assert store.head_sha256("hello.bin") is None
+    store._submit("hello.bin", b"firmware", hashlib.sha256(b"firmware").hexdigest()).result()
+    assert store.head_sha256("hello.bin") == hashlib.sha256(b"firmware").hexdigest()
+
+
+@pytest.mark.usefixtures("creds")
+def test_put_files_asks_only_outside_overwrite_and_sends_only_what_differs(
+        s3_server: Seaweed, s3_proxy: RecordingProxy, tmp_path: Path) -> None:
+    bucket = s3_server.bucket(bucket_name())
+    store = open_s3(s3_proxy.endpoint, bucket)
+    objects = []
+    for i in range(9):  # a target's worth
+        data = os.urandom(1000 * (i + 1))
+        (tmp_path / f"{i}.bin").write_bytes(data)
+        objects.append((f"t/{i}.bin", tmp_path / f"{i}.bin", hashlib.sha256(data).hexdigest()))
+    assert store.put_files(objects[:2]) == [True, True]  # already there: 0 and 1
+    s3_proxy.clear()
+    overwrite = {"t/7.bin", "t/8.bin"}
+    assert store.put_files(objects, overwrite=overwrite) == [False, False] + [True] * 7
+    requests = s3_proxy.snapshot()
+    assert sorted(r.key for r in requests if r.method == "HEAD") == \
+        [f"base/dir/t/{i}.bin" for i in range(7)]
+    assert sorted(r.key for r in requests if r.method == "PUT") == \
+        [f"base/dir/t/{i}.bin" for i in range(2, 9)]
+    assert all(r.status == 200 for r in requests if r.method == "PUT")
+    s3 = s3_server.client()
+    for key, path, sha in objects:
+        obj = s3.get_object(Bucket=bucket, Key=f"base/dir/{key}")
+        assert obj["Body"].read() == path.read_bytes()
+        assert obj["Metadata"] == {"sha256": sha}
 
 
 @pytest.mark.usefixtures("creds")
