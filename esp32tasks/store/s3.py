@@ -13,10 +13,10 @@ the SHA-256 of the whole file (``x-amz-meta-sha256``), which is what the ``HEAD`
 What the server proves in each case is told at :meth:`S3Store._submit`.
 
 Only boto3's, botocore's and s3transfer's public interfaces are used: the client is
-configured by :class:`botocore.config.Config` alone, and no handler of ours is on its
-event system. So botocore's own headers stay (``Expect: 100-continue`` on a PUT with a
-file body, ``amz-sdk-invocation-id`` and ``amz-sdk-request``), and on plain http every
-body is hashed once more for the signature (``x-amz-content-sha256``).
+configured by :class:`botocore.config.Config`, and one handler of ours is registered on
+botocore's documented event system (:func:`_no_expect`); none of botocore's is touched.
+So botocore's own headers stay (``amz-sdk-invocation-id`` and ``amz-sdk-request``), and
+on plain http every body is hashed once more for the signature (``x-amz-content-sha256``).
 
 Timeouts and retries are ours, not boto3's defaults (60 s reads, up to 5 attempts in
 legacy mode): a dead endpoint or one that never answers fails in about 10 s with one
@@ -454,6 +454,20 @@ def _reason(exc: BotoCoreError) -> str:
     return text.split(": ", 1)[0] if "Could not connect" in text else type(exc).__name__
 
 
+def _no_expect(request: Any, **_: Any) -> None:
+    """``before-send``: the body goes with the head, without waiting for ``100 Continue``.
+
+    botocore asks the server first (``Expect: 100-continue``) on every PUT with a file body,
+    and s3transfer's bodies always are: a round trip per object, to spare a body the server
+    would refuse. Ours are at most one multipart chunk, refused only by a bad signature or
+    checksum. Measured on loopback SeaweedFS, 3 targets of 9 objects: 257 ms with the
+    wait, 226 ms without (218 ms before the transfer manager); on a network, a round trip
+    more per object. botocore never signs ``Expect``, so dropping it after signing is
+    safe; should a release of botocore stop honouring this, only the time is lost.
+    """
+    request.headers.pop("Expect", None)
+
+
 @per_run
 def _cached_store(config: StoreConfig) -> S3Store:
     bucket, prefix = parse_url(config.url)
@@ -477,6 +491,8 @@ def _cached_store(config: StoreConfig) -> S3Store:
     )
     client = session.client("s3", endpoint_url=config.endpoint_url, region_name=region,
                             config=client_config)
+    for operation in ("PutObject", "UploadPart"):
+        client.meta.events.register(f"before-send.s3.{operation}", _no_expect)
 
     def credential_source() -> str:
         creds = session.get_credentials()
