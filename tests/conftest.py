@@ -6,13 +6,22 @@ shared by test modules live in tests/support/ (no test module imports another).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from esp32tasks import runcache
 from tests.support.repo import ROOT, Repo, copy_example
+
+# Property tests: a bounded number of examples in CI (CI=true), hypothesis' default
+# elsewhere, many with HYPOTHESIS_PROFILE=thorough.
+settings.register_profile("ci", max_examples=50, deadline=None)
+settings.register_profile("thorough", max_examples=2000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else
+                                     "default"))
 
 pytest_plugins = [
     f"tests.servers.{p.stem}" for p in sorted((ROOT / "tests" / "servers").glob("[a-z]*.py"))
