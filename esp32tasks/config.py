@@ -36,7 +36,6 @@ __all__ = [
     "Release",
     "StoreConfig",
     "Target",
-    "Variable",
     "apply_overrides",
     "load",
     "parse",
@@ -185,23 +184,15 @@ class Release:
         return self.path.parent
 
 
-@dataclass(frozen=True, slots=True)
-class Variable:
-    """One ``ESP32TASKS_*`` variable (README.md's table lists the same)."""
-
-    name: str
-    sets: str
-    kind: Literal["bool", "str", "repository", "secret"]
-
-
+#: Every ``ESP32TASKS_*`` variable we read (README.md's "Overrides" table lists the same).
 VARIABLES: Final = (
-    Variable("ESP32TASKS_REGISTRY", "[registry] repository", "repository"),
-    Variable("ESP32TASKS_REGISTRY_INSECURE", "[registry] insecure", "bool"),
-    Variable("ESP32TASKS_REGISTRY_CA_BUNDLE", "[registry] ca_bundle", "str"),
-    Variable("ESP32TASKS_REGISTRY_USER", "registry user", "secret"),
-    Variable("ESP32TASKS_REGISTRY_PASSWORD", "registry password", "secret"),
-    Variable("ESP32TASKS_ALLOW_DIRTY", "[registry] allow_dirty", "bool"),
-    Variable("ESP32TASKS_FORCE", "[registry] force and the store's release check", "bool"),
+    "ESP32TASKS_REGISTRY",            # [registry] repository
+    "ESP32TASKS_REGISTRY_INSECURE",   # [registry] insecure
+    "ESP32TASKS_REGISTRY_CA_BUNDLE",  # [registry] ca_bundle
+    "ESP32TASKS_REGISTRY_USER",       # the registry user, with ..._PASSWORD
+    "ESP32TASKS_REGISTRY_PASSWORD",
+    "ESP32TASKS_ALLOW_DIRTY",         # [registry] allow_dirty
+    "ESP32TASKS_FORCE",               # [registry] force, and the store's release check
 )
 #: ``doit release <name>=<value>`` parameters; each beats its variable.
 CLI_PARAMETERS: Final = ("registry",)

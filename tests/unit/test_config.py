@@ -361,7 +361,7 @@ def test_load_applies_the_overrides_it_is_given(root: Path) -> None:
 
 
 def test_every_variable_is_listed_once() -> None:
-    names = [v.name for v in VARIABLES]
+    names = list(VARIABLES)
     assert len(names) == len(set(names))
     assert all(name.startswith("ESP32TASKS_") for name in names)
     assert {"ESP32TASKS_REGISTRY", "ESP32TASKS_REGISTRY_INSECURE",
