@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 __all__ = ["remove", "sha256_file", "write_atomic"]
@@ -16,6 +15,8 @@ def write_atomic(path: Path, data: bytes) -> None:
     Temp file in the same directory, fsync, rename: a killed process never leaves a torn
     file under the final name.
     """
+    import tempfile  # not on a no-op release's path: it writes nothing
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import gzip
 import hashlib
-import io
 import json
 import os
-import tarfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from esp32tasks.errors import PublishError
 from esp32tasks.files import write_atomic
+
+if TYPE_CHECKING:
+    import tarfile
+
+# tarfile and gzip are imported by the functions that use them: a no-op release imports
+# this module (its task dicts name the actions) and would pay for them on every run.
 
 __all__ = [
     "CONFIG_MEDIA_TYPE",
@@ -80,6 +83,9 @@ class Image:
 
 def firmware_tar(app_name: str, firmware: bytes) -> bytes:
     """A PAX tar holding ``firmware/`` and ``firmware/<app_name>``, and nothing else."""
+    import io
+    import tarfile
+
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
         directory = tarfile.TarInfo(FIRMWARE_DIR)
@@ -101,6 +107,9 @@ def _fixed(info: tarfile.TarInfo) -> tarfile.TarInfo:
 
 
 def deterministic_gzip(data: bytes) -> bytes:
+    import gzip
+    import io
+
     out = io.BytesIO()
     # filename="" and mtime=0 keep the header free of names and times
     with gzip.GzipFile(filename="", mode="wb", fileobj=out, compresslevel=9, mtime=0) as gz:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, NamedTuple
 
 from esp32tasks.errors import FirmwareError
 
@@ -17,8 +16,7 @@ IMAGE_MAGIC: Final = 0xE9
 CHIP_ID_OFFSET: Final = 12
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class AppInfo:
+class AppInfo(NamedTuple):  # a NamedTuple: a no-op release imports this module
     chip: str
     version: str
     project_name: str

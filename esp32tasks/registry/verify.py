@@ -8,11 +8,8 @@ checks the per-target tag. Any difference fails the task with a per-target repor
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
 import json
-import tarfile
 from typing import TYPE_CHECKING, Any
 
 from esp32tasks.config import RegistryConfig
@@ -28,6 +25,10 @@ __all__ = ["check_target", "firmware_in_layer", "verify"]
 
 def firmware_in_layer(layer: bytes) -> tuple[str, bytes] | None:
     """The first regular file whose path contains "firmware" (what the consumer flashes)."""
+    import gzip
+    import io
+    import tarfile
+
     with tarfile.open(fileobj=io.BytesIO(gzip.decompress(layer)), mode="r:") as tar:
         for member in tar:
             if member.isfile() and "firmware" in member.name:
@@ -41,6 +42,8 @@ def firmware_in_layer(layer: bytes) -> tuple[str, bytes] | None:
 def check_target(client: Client, index: dict[str, Any], target: str,
                  image: ImageReceipt) -> list[str]:
     """Problems for one target (empty when the registry serves exactly our image)."""
+    import tarfile
+
     matches = [d for d in index.get("manifests", [])
                if d.get("platform", {}).get("os") == "custom"
                and d.get("platform", {}).get("architecture") == target]

@@ -10,9 +10,8 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from esp32tasks import config, gitinfo
 from esp32tasks.build import builders
@@ -30,8 +29,7 @@ CONFIG_FILE: Final = "targets.toml"
 DOIT_KEYS: Final = ("default_tasks", "dep_file", "backend", "check_file_uptodate", "reporter")
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Session:
+class Session(NamedTuple):  # cheaper to create than a dataclass, on every no-op
     plan: Plan
     toolchain: tuple[str, ...]
     """Absolute paths of the toolchain programs (file_dep of every build)."""
