@@ -103,8 +103,10 @@ def _from_helper(name: str, host: str) -> Credentials | None:
         said = (proc.stdout or proc.stderr).decode(errors="replace").strip()
         if _NOT_FOUND in said:
             return None
-        first = said.splitlines()[0][:200] if said else f"exit code {proc.returncode}"
-        raise RegistryAuthError(f"credential helper '{program}' failed for {host}: {first}")
+        # never its output: a helper's stdout or stderr may hold the secret it guards
+        raise RegistryAuthError(
+            f"credential helper '{program}' failed for {host} (exit code {proc.returncode});"
+            f" run `echo {host} | {program} get` to see why (its output is not repeated here)")
     try:
         payload = json.loads(proc.stdout)
         username, secret = payload["Username"], payload["Secret"]

@@ -34,7 +34,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import oras.provider
 import requests
@@ -54,6 +54,10 @@ RETRY_BUDGET: Final = 20.0
 USER_AGENT: Final = "esp32tasks"
 #: Connections per registry: one per thread of :meth:`Client.parallel` (blobs of one image).
 POOL_SIZE: Final = 4
+#: Redirects followed per request (distribution sends blob GETs to its storage backend).
+MAX_REDIRECTS: Final = 5
+REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
 
 class Transport(oras.provider.Registry):  # type: ignore[misc]  # oras-py ships no type hints
@@ -72,6 +76,7 @@ class Transport(oras.provider.Registry):  # type: ignore[misc]  # oras-py ships 
         self.session.mount("https://", adapter)
         self.timeout = timeout
         self.what_to_check = what_to_check
+        self._origin = _origin(f"{self.prefix}://{host}/")
         self.sleep = sleep
         self.fixed_headers: dict[str, str] = {}
         if authorization is not None:
@@ -80,14 +85,49 @@ class Transport(oras.provider.Registry):  # type: ignore[misc]  # oras-py ships 
     def do_request(self, url: str, method: str = "GET", *, data: Any = None,
                    headers: dict[str, str] | None = None, json: Any = None,
                    stream: bool = False) -> requests.Response:
-        headers = {**(headers or {}), **self.fixed_headers}
+        """Send one request, following redirects ourselves, credentials per URL.
+
+        ``Authorization`` goes only to the registry's own origin (scheme, host and port):
+        an upload ``Location`` or a redirect to any other host (blob storage elsewhere, or
+        anything in the path that rewrites answers) gets none. A step from HTTPS down to
+        plain HTTP is refused before anything is sent.
+        """
+        for _ in range(MAX_REDIRECTS + 1):
+            self._refuse_downgrade(url, method)
+            own = _origin(url) == self._origin
+            response = self._send(url, method, data=data, json=json, stream=stream,
+                                  headers={**(headers or {}),
+                                           **(self.fixed_headers if own else {})},
+                                  own=own)
+            location = response.headers.get("Location")
+            if response.status_code not in REDIRECTS or not location:
+                return response
+            response.close()
+            url = urljoin(url, location)
+            if response.status_code == 303 and method != "HEAD":
+                method, data, json = "GET", None, None
+        raise RegistryError(f"registry {self.hostname} redirected {method} {_path(url)} more "
+                            f"than {MAX_REDIRECTS} times; it is misconfigured: ask its "
+                            "operators")
+
+    def _refuse_downgrade(self, url: str, method: str) -> None:
+        target = urlsplit(url)
+        if self.prefix == "https" and target.scheme != "https":
+            raise RegistryError(
+                f"registry {self.hostname} sent {method} {_path(url)} to "
+                f"{target.scheme}://{target.netloc}, off HTTPS; refusing to send anything "
+                "unencrypted (if that registry is plain HTTP, set [registry] insecure = true)")
+
+    def _send(self, url: str, method: str, *, data: Any, json: Any, stream: bool,
+              headers: dict[str, str], own: bool) -> requests.Response:
+        """One URL, with our timeout and bounded retries; 401/403 is final."""
         started = time.monotonic()
         status_retries = connect_retries = 0
         while True:
             try:
                 response: requests.Response = self.session.request(
                     method, url, data=data, json=json, headers=headers, stream=stream,
-                    timeout=(self.timeout, self.timeout))
+                    timeout=(self.timeout, self.timeout), allow_redirects=False)
             except requests.exceptions.SSLError as exc:
                 raise RegistryUnreachable(
                     f"TLS with registry {self.hostname} failed ({_reason(exc)}); check "
@@ -111,6 +151,11 @@ class Transport(oras.provider.Registry):  # type: ignore[misc]  # oras-py ships 
                     "plain HTTP)") from None
             status = response.status_code
             if status in (401, 403):
+                if not own:
+                    raise RegistryAuthError(
+                        f"{urlsplit(url).netloc}, where registry {self.hostname} sent "
+                        f"{method} {_path(url)}, answered {status}; esp32tasks sends the "
+                        "registry's credentials to the registry alone: ask its operators")
                 raise RegistryAuthError(self._auth_message(status, method, url))
             if status in RETRY_STATUS:
                 delay = _retry_after(response, STATUS_BACKOFF, status_retries)
@@ -137,6 +182,17 @@ class Transport(oras.provider.Registry):  # type: ignore[misc]  # oras-py ships 
                     "credentials are valid but may not push to this repository")
         return (f"authentication failed for registry {self.hostname} (401 to {method} "
                 f"{_path(url)}); check the user and password")
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """Scheme, lower-case host and port (the scheme's default when none is given)."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:  # not a port: never our origin
+        return (parts.scheme, parts.netloc, -1)
+    return (parts.scheme, (parts.hostname or "").lower(),
+            port if port is not None else _DEFAULT_PORTS.get(parts.scheme))
 
 
 def _retry_after(response: requests.Response, backoff: tuple[float, ...], index: int) -> float:

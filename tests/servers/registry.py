@@ -350,13 +350,20 @@ class HungServer:
 
 
 class FlakyProxy:
-    """Forwards HTTP to an upstream registry, but answers 503 to the next ``fail`` requests."""
+    """Forwards HTTP to an upstream registry, but answers 503 to the next ``fail`` requests.
+
+    With ``rewrite_location`` set to a ``host:port``, every ``Location`` it passes back
+    points there instead (what a hostile hop would do to an upload session).
+    """
 
     def __init__(self, upstream: RegistryServer) -> None:
         self.upstream = upstream
         self.fail = 0
         self.failed = 0
+        self.rewrite_location: str | None = None
         self.lock = threading.Lock()
+        #: ``(method, path, headers)`` of every request received, header names lower case.
+        self.received: list[tuple[str, str, dict[str, str]]] = []
         #: ``(method, path, status)`` of each request answered from upstream, in order.
         self.answered: list[tuple[str, str, int]] = []
         self._answer = threading.Condition(self.lock)
@@ -374,6 +381,8 @@ class FlakyProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 with proxy.lock:
+                    proxy.received.append((self.command, self.path,
+                                           {k.lower(): v for k, v in self.headers.items()}))
                     failing = proxy.fail > 0
                     if failing:
                         proxy.fail -= 1
@@ -401,8 +410,12 @@ class FlakyProxy:
                     return
                 self.send_response(response.status)
                 for key, value in response.getheaders():
+                    sent = value
+                    if key.lower() == "location" and proxy.rewrite_location:
+                        sent = re.sub(r"^(https?://)[^/]+", rf"\g<1>{proxy.rewrite_location}",
+                                      value)
                     if key.lower() not in ("connection", "transfer-encoding", "content-length"):
-                        self.send_header(key, value)
+                        self.send_header(key, sent)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 if self.command != "HEAD":

@@ -51,9 +51,10 @@ class FakeSession:
 
 def transport(script: list[int | Exception | requests.Response], *,
               authorization: str | None = "Basic abc", timeout: float = 7.0,
+              insecure: bool = True, host: str = "registry.test:5000",
               ) -> tuple[Transport, FakeSession, list[float]]:
     sleeps: list[float] = []
-    t = Transport(host="registry.test:5000", insecure=True, verify=True, timeout=timeout,
+    t = Transport(host=host, insecure=insecure, verify=True, timeout=timeout,
                   authorization=authorization, what_to_check="the registry",
                   sleep=sleeps.append)
     fake = FakeSession(script)
@@ -74,6 +75,77 @@ def test_no_credentials_no_header() -> None:
     t, fake, _ = transport([200], authorization=None)
     t.do_request(URL, "GET")
     assert "Authorization" not in fake.calls[0]["headers"]
+
+
+def test_redirects_are_ours_to_follow() -> None:
+    t, fake, _ = transport([response(307, Location="/v2/x/blobs/elsewhere"), 200])
+    assert t.do_request(URL, "GET").status_code == 200
+    assert [c["url"] for c in fake.calls] == [URL, "http://registry.test:5000/v2/x/blobs/elsewhere"]
+    assert all(c["allow_redirects"] is False for c in fake.calls)
+    assert fake.calls[1]["headers"]["Authorization"] == "Basic abc"  # the same origin
+
+
+@pytest.mark.parametrize("elsewhere", [
+    "http://storage.test/blob?sig=1",       # another host
+    "http://registry.test:5001/v2/x",       # another port
+    "http://REGISTRY.test.evil/v2/x",       # a look-alike
+])
+def test_credentials_never_follow_to_another_origin(elsewhere: str) -> None:
+    t, fake, _ = transport([response(302, Location=elsewhere), 200])
+    t.do_request(URL, "GET")
+    assert fake.calls[0]["headers"]["Authorization"] == "Basic abc"
+    assert fake.calls[1]["url"] == elsewhere
+    assert "Authorization" not in fake.calls[1]["headers"]
+
+
+def test_an_upload_location_elsewhere_gets_no_credentials() -> None:
+    """oras-py PUTs to the POST's Location through do_request: the URL decides."""
+    t, fake, _ = transport([201])
+    t.do_request("http://capture.test:9/upload/abc?_state=x&digest=sha256:0", "PUT",
+                 data=b"blob")
+    assert "Authorization" not in fake.calls[0]["headers"]
+
+
+def test_the_default_port_is_the_same_origin() -> None:
+    t, fake, _ = transport([200], insecure=False, host="registry.test")
+    t.do_request("https://registry.test:443/v2/", "GET")
+    assert fake.calls[0]["headers"]["Authorization"] == "Basic abc"
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_step_down_from_https_is_refused_before_sending(status: int) -> None:
+    t, fake, _ = transport([response(status, Location="http://registry.test/v2/x")],
+                           insecure=False, host="registry.test")
+    with pytest.raises(RegistryError) as info:
+        t.do_request("https://registry.test/v2/x/blobs/sha256:0", "GET")
+    assert str(info.value) == (
+        "registry registry.test sent GET /v2/x to http://registry.test, off HTTPS; refusing "
+        "to send anything unencrypted (if that registry is plain HTTP, set [registry] "
+        "insecure = true)")
+    assert len(fake.calls) == 1  # the plain-HTTP URL was never asked
+
+
+def test_303_turns_into_a_get_without_the_body() -> None:
+    t, fake, _ = transport([response(303, Location="/v2/x/done"), 200])
+    t.do_request(URL, "PUT", data=b"body")
+    assert (fake.calls[1]["method"], fake.calls[1]["data"]) == ("GET", None)
+
+
+def test_endless_redirects_end() -> None:
+    t, fake, _ = transport([response(302, Location=f"/v2/{i}") for i in range(10)])
+    with pytest.raises(RegistryError, match=r"redirected GET /v2/5 more than 5 times"):
+        t.do_request(URL, "GET")
+    assert len(fake.calls) == 6
+
+
+def test_a_refusal_elsewhere_blames_elsewhere() -> None:
+    t, _, _ = transport([response(307, Location="http://storage.test/b"), 403])
+    with pytest.raises(RegistryAuthError) as info:
+        t.do_request(URL, "GET")
+    assert str(info.value) == (
+        "storage.test, where registry registry.test:5000 sent GET /b, answered 403; "
+        "esp32tasks sends the registry's credentials to the registry alone: ask its "
+        "operators")
 
 
 def test_503_is_retried_with_backoff_then_succeeds() -> None:
