@@ -233,16 +233,33 @@ def _read(path: Path) -> Release:
         raise ConfigError(
             [f"{path}: not found; create it (see README.md) or run doit at the repository root"]
         ) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{path}: is a directory, not a file; esp32tasks reads the release "
+                           "from the file targets.toml at the repository root"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot be read ({exc.strerror or type(exc).__name__}); "
+                           "check its permissions"]) from None
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{path}: not UTF-8 ({exc.reason}); save it as UTF-8"]) from None
     return parse(text, path)
 
 
+#: tomllib's position suffix: "Invalid value (at line 2, column 8)".
+_TOML_POSITION = re.compile(r"^(?P<what>.*) \(at line (?P<line>\d+), column (?P<column>\d+)\)$")
+
+
 def parse(text: str, path: Path) -> Release:
+    """Validate the TOML ``text`` of ``path``. A UTF-8 byte order mark is accepted (editors
+    on Windows write one; tomllib alone would call it an invalid statement)."""
     try:
-        data = tomllib.loads(text)
+        data = tomllib.loads(text.removeprefix("\ufeff"))
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{path.name}: invalid TOML: {exc}"]) from None
+        found = _TOML_POSITION.match(str(exc))
+        if found is None:
+            raise ConfigError([f"{path.name}: invalid TOML: {exc}"]) from None
+        what = found["what"][:1].lower() + found["what"][1:]
+        raise ConfigError([f"{path.name}:{found['line']}:{found['column']}: invalid TOML: "
+                           f"{what}; fix the syntax there (https://toml.io)"]) from None
     reader = _Reader(path)
     release = reader.release(data)
     if reader.problems or release is None:

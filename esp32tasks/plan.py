@@ -96,7 +96,10 @@ def expand(release: Release, git: GitState) -> Plan:
     for index, target in enumerate(release.targets):
         own = tuple(_under(app_dir, f) for f in target.own_files)
         for name, path in zip(target.own_files, own, strict=True):
-            if not (release.root / path).is_file():
+            if (release.root / path).is_dir():
+                problems.append(f"{release.path.name}: targets[{index}]: '{name}' is a "
+                                f"directory in {app_dir}; list the files in it, one by one")
+            elif not (release.root / path).is_file():
                 problems.append(f"{release.path.name}: targets[{index}]: file '{name}' does "
                                 f"not exist in {app_dir}; create it or remove it from the list")
         build_dir = BUILD_DIR / target.name

@@ -43,3 +43,23 @@ def test_info_and_clean_name_the_functions_and_paths(repo: Repo) -> None:
     assert ("tag:esp32c3 - executing 'Python: "
             "esp32tasks.files.remove(build/receipts/image-esp32c3.json)'") in clean.stdout
     assert "function" not in clean.stdout
+
+
+@pytest.mark.parametrize(("damage", "line"), [
+    ("directory", "targets.toml: is a directory, not a file; esp32tasks reads the release from "
+                  "the file targets.toml at the repository root"),
+    ("syntax", "error: targets.toml:1:9: invalid TOML: expected ']' at the end of a table "
+               "declaration; fix the syntax there (https://toml.io)"),
+])
+def test_a_broken_targets_toml_is_one_line(repo: Repo, damage: str, line: str) -> None:
+    config = repo.path / "targets.toml"
+    config.unlink()
+    if damage == "directory":
+        config.mkdir()
+    else:
+        config.write_text('[project\nname = "x"\n')
+    run = repo.doit("release", check=False)
+    assert run.code == 2
+    (printed,) = run.stderr.splitlines()
+    assert printed.endswith(line)
+    assert "Traceback" not in run.output

@@ -85,8 +85,11 @@ endpoint_url = "http://127.0.0.1:8333"
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    pytest.param('[project\nname = "x"', "targets.toml: invalid TOML: Expected ']' at the end "
-                 "of a table declaration (at line 1, column 9)", id="invalid-toml"),
+    pytest.param('[project\nname = "x"', "targets.toml:1:9: invalid TOML: expected ']' at the "
+                 "end of a table declaration; fix the syntax there (https://toml.io)",
+                 id="invalid-toml"),
+    pytest.param('[project]\nname = \n', "targets.toml:2:8: invalid TOML: invalid value; fix "
+                 "the syntax there (https://toml.io)", id="invalid-toml-value"),
     pytest.param(GOOD.replace('app_type = "hello"', 'app_typ = "hello"'),
                  "targets.toml: project.app_typ: unknown key; did you mean 'app_type'?\n"
                  "targets.toml: project.app_type: missing; add `app_type = ...` to [project]",
@@ -337,6 +340,22 @@ def test_half_the_login_is_an_error(root: Path, present: str, missing: str) -> N
     assert override_error(root, {present: "x"}) == (
         f"{missing} is not set; set both ESP32TASKS_REGISTRY_USER and "
         "ESP32TASKS_REGISTRY_PASSWORD, or neither to use the docker config")
+
+
+def test_a_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    (tmp_path / "app").mkdir()
+    (tmp_path / "targets.toml").write_bytes("\ufeff".encode() + GOOD.encode())
+    release = load(tmp_path / "targets.toml", {})
+    assert release.project.name == "hello"
+
+
+def test_targets_toml_that_is_a_directory(tmp_path: Path) -> None:
+    (tmp_path / "targets.toml").mkdir()
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path / "targets.toml", {})
+    assert str(info.value) == (
+        f"{tmp_path / 'targets.toml'}: is a directory, not a file; esp32tasks reads the release "
+        "from the file targets.toml at the repository root")
 
 
 def test_credentials_without_a_registry_are_nobodys_business(root: Path) -> None:

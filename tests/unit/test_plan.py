@@ -68,6 +68,15 @@ def test_plan_names_and_source_sets(tmp_path: Path) -> None:
     assert plan.release_prefix == "hello/ota-1.2.0/"
 
 
+def test_plan_per_target_file_that_is_a_directory(tmp_path: Path) -> None:
+    (tmp_path / "app" / "sdk.c6").mkdir(parents=True)
+    (tmp_path / "app" / "sdk.r8").write_text("x")
+    with pytest.raises(ConfigError) as info:
+        expand(parse(PLAN_TOML, tmp_path / "targets.toml"), GIT)
+    assert str(info.value) == ("targets.toml: targets[0]: 'sdk.c6' is a directory in app; "
+                               "list the files in it, one by one")
+
+
 def test_plan_missing_per_target_file(tmp_path: Path) -> None:
     (tmp_path / "app").mkdir()
     (tmp_path / "app" / "sdk.r8").write_text("x")
