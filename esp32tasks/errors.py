@@ -16,6 +16,7 @@ __all__ = [
     "RegistryUnreachable",
     "ReleaseRefused",
     "StaleReceipt",
+    "StateError",
     "StoreAuthError",
     "StoreBucketMissing",
     "StoreError",
@@ -39,6 +40,10 @@ class ConfigError(Esp32TasksError):
 
 class GitError(Esp32TasksError):
     """The repository cannot tell us what we need (no git, no commit)."""
+
+
+class StateError(Esp32TasksError):
+    """doit's state file cannot be used: another run holds it, or it is not a state file."""
 
 
 class StaleReceipt(Esp32TasksError):

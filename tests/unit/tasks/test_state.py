@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from doit.dependency import DatabaseException, JSONCodec, SqliteDB
+from doit.dependency import JSONCodec, SqliteDB
 
 from esp32tasks.tasks import DOIT_CONFIG
 from esp32tasks.tasks.state import DurableSqliteDB
@@ -25,7 +30,14 @@ def path(tmp_path: Path) -> Path:
 def db(path: Path) -> Iterator[DurableSqliteDB]:
     backend = DurableSqliteDB(str(path), JSONCodec())
     yield backend
-    backend._conn.close()  # dump() closes it too; closing twice is harmless
+    kill(backend)
+
+
+def kill(db: DurableSqliteDB) -> None:
+    """What SIGKILL leaves: no dump(); the process's connection and lock are gone."""
+    db._conn.close()  # dump() closes it too; closing twice is harmless
+    with contextlib.suppress(OSError):
+        os.close(db._lock)
 
 
 def rows(path: Path) -> dict[str, Any]:
@@ -97,7 +109,7 @@ def test_a_killed_run_keeps_what_it_finished(path: Path) -> None:
     db = DurableSqliteDB(str(path), JSONCodec())
     finish(db, "build:esp32c3")
     db.set("build:esp32c6", "checker:", "MD5Checker")
-    db._conn.close()  # SIGKILL: no dump()
+    kill(db)  # SIGKILL: no dump()
     again = DurableSqliteDB(str(path), JSONCodec())
     assert again.in_("build:esp32c3")
     assert again.get("build:esp32c3", "deps:") == [FILE_DEP]
@@ -190,13 +202,80 @@ def test_we_read_what_doits_own_backend_wrote(path: Path) -> None:
     ours.dump()
 
 
-def test_a_corrupt_file_names_the_file(path: Path) -> None:
+def test_a_corrupt_file_is_one_line_naming_the_file(
+        path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path.parent.mkdir(parents=True)
     path.write_bytes(b"this is not a sqlite3 database, it is " * 200)
-    with pytest.raises(DatabaseException) as info:
+    with pytest.raises(SystemExit) as info:  # doit would print a traceback for anything else
         DurableSqliteDB(str(path), JSONCodec())
-    assert str(info.value) == (f"{path}: not a doit state file (file is not a database); "
-                               "delete it and run doit again (every task then runs once)")
+    assert info.value.code == 2
+    assert capsys.readouterr().err == (
+        f"error: {path}: not a doit state file (file is not a database); delete it and run "
+        "doit again (every task then runs once)\n")
+    DurableSqliteDB(str(path.with_name("other.sqlite3")), JSONCodec(), lock_wait=0).dump()
+
+
+HOLDER = """
+import sys
+from pathlib import Path
+from esp32tasks.tasks.state import _lock
+_lock(Path(sys.argv[1]), 0)
+print("locked", flush=True)
+sys.stdin.readline()
+"""
+
+
+@pytest.fixture
+def holder(path: Path) -> Iterator[subprocess.Popen[str]]:
+    """Another process holding this checkout's state lock until it reads a line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, f"{path}.lock"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == "locked\n"  # readiness, not a sleep
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_a_second_run_waits_a_bounded_time_then_names_the_holder(
+        path: Path, holder: subprocess.Popen[str], capsys: pytest.CaptureFixture[str]) -> None:
+    started = time.monotonic()
+    with pytest.raises(SystemExit) as info:
+        DurableSqliteDB(str(path), JSONCodec(), lock_wait=0.3)
+    assert 0.3 <= time.monotonic() - started < 5
+    assert info.value.code == 2
+    assert capsys.readouterr().err == (
+        f"error: another release is running in this checkout (pid {holder.pid}; it holds "
+        f"{path}.lock); waited 0.3 s: let it finish, or stop it, then run doit again\n")
+
+
+def test_a_second_run_goes_on_when_the_first_finishes(
+        path: Path, holder: subprocess.Popen[str]) -> None:
+    assert holder.stdin is not None
+    holder.stdin.write("done\n")
+    holder.stdin.flush()
+    db = DurableSqliteDB(str(path), JSONCodec(), lock_wait=30)
+    assert Path(f"{path}.lock").read_text() == f"{os.getpid()}\n"
+    db.dump()
+
+
+def test_the_lock_of_a_dead_run_is_taken_over_at_once(
+        path: Path, holder: subprocess.Popen[str]) -> None:
+    holder.kill()
+    holder.wait()
+    DurableSqliteDB(str(path), JSONCodec(), lock_wait=0).dump()
+
+
+def test_another_checkout_never_waits(path: Path, holder: subprocess.Popen[str],
+                                      tmp_path: Path) -> None:
+    other = tmp_path / "clone" / "build" / "doit-state.sqlite3"
+    DurableSqliteDB(str(other), JSONCodec(), lock_wait=0).dump()
+
+
+def test_dump_lets_the_next_run_in(path: Path) -> None:
+    DurableSqliteDB(str(path), JSONCodec(), lock_wait=0).dump()
+    DurableSqliteDB(str(path), JSONCodec(), lock_wait=0).dump()
 
 
 def test_module_name_is_accepted_and_ignored(path: Path) -> None:
