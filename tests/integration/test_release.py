@@ -205,10 +205,11 @@ def test_doit_list_and_clean(repo: Repo) -> None:
         assert len(line.split(None, 1)) == 2, f"{name} has no doc line"
     repo.doit("release")
     repo.doit("clean")
-    # left: doit's own state and the git cache, which are not task outputs
+    # left: doit's own state (and the lock beside it) and the git cache, not task outputs
     leftover = {p.relative_to(repo.path).as_posix()
                 for p in (repo.path / "build").rglob("*") if p.is_file()}
-    assert leftover <= {"build/doit-state.sqlite3", "build/gitstate.json"}
+    assert leftover <= {"build/doit-state.sqlite3", "build/doit-state.sqlite3.lock",
+                        "build/gitstate.json"}
     assert len(repo.doit("release").executed) == 11
 
 
