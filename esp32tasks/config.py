@@ -551,7 +551,7 @@ def apply_overrides(release: Release, environ: Mapping[str, str],
     if repository is not None:
         shown = f"registry={repository}" if cli_repository else \
             f"ESP32TASKS_REGISTRY={repository}"
-        if not _valid_repository(repository):
+        if not _REPOSITORY.fullmatch(repository):
             problems.append(f"{shown}: not host[:port]/path with a lower-case path (e.g. "
                             "harbor.example.com/cloud-iot/hello)")
         else:
@@ -592,10 +592,6 @@ def _docker_config(environ: Mapping[str, str]) -> str:
         return str(Path(environ["DOCKER_CONFIG"]) / "config.json")
     home = environ.get("HOME") or str(Path.home())
     return str(Path(home) / ".docker" / "config.json")
-
-
-def _valid_repository(repository: str) -> bool:
-    return _REPOSITORY.fullmatch(repository) is not None
 
 
 def _type_name(value: object) -> str:
