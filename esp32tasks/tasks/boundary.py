@@ -18,6 +18,7 @@ from typing import Any
 from doit.exceptions import TaskFailed
 
 from esp32tasks.errors import Esp32TasksError
+from esp32tasks.plan import Step
 
 __all__ = ["Action", "generating"]
 
@@ -66,8 +67,7 @@ def _label(arg: Any) -> str:
         return arg.as_posix()
     if isinstance(arg, str):
         return arg
-    step_name = getattr(type(arg), "__name__", "") == "Step" and getattr(arg, "name", None)
-    return step_name if isinstance(step_name, str) else ""
+    return arg.name if isinstance(arg, Step) else ""
 
 
 @contextlib.contextmanager
