@@ -93,7 +93,13 @@ class DurableSqliteDB:
             self._write(task_id)
         self._conn.commit()
         self._conn.close()
-        os.close(self._lock)  # the next run of this checkout may start
+        self.unlock()  # the next run of this checkout may start
+
+    def unlock(self) -> None:
+        """Release the checkout's lock, once: a second close could hit a reused fd."""
+        if self._lock >= 0:
+            os.close(self._lock)
+            self._lock = -1
 
     def _task(self, task_id: str) -> dict[str, Any]:
         data = self._cache.get(task_id)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
 import subprocess
@@ -36,8 +35,7 @@ def db(path: Path) -> Iterator[DurableSqliteDB]:
 def kill(db: DurableSqliteDB) -> None:
     """What SIGKILL leaves: no dump(); the process's connection and lock are gone."""
     db._conn.close()  # dump() closes it too; closing twice is harmless
-    with contextlib.suppress(OSError):
-        os.close(db._lock)
+    db.unlock()  # the kernel's part; once only, after dump() too
 
 
 def rows(path: Path) -> dict[str, Any]:
@@ -271,6 +269,17 @@ def test_another_checkout_never_waits(path: Path, holder: subprocess.Popen[str],
                                       tmp_path: Path) -> None:
     other = tmp_path / "clone" / "build" / "doit-state.sqlite3"
     DurableSqliteDB(str(other), JSONCodec(), lock_wait=0).dump()
+
+
+def test_the_lock_is_released_once(path: Path) -> None:
+    db = DurableSqliteDB(str(path), JSONCodec(), lock_wait=0)
+    db.dump()
+    keep = os.open(path.parent / "another", os.O_RDWR | os.O_CREAT)  # may reuse the fd number
+    try:
+        db.unlock()
+        os.fstat(keep)  # still ours: unlock() did not close it a second time
+    finally:
+        os.close(keep)
 
 
 def test_dump_lets_the_next_run_in(path: Path) -> None:
