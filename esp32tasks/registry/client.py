@@ -8,8 +8,10 @@ created only inside actions, so a no-op release imports neither oras-py nor requ
 
 from __future__ import annotations
 
+import json
+import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -94,19 +96,24 @@ class Client:
             return None
         if response.status_code != 200:
             raise self._fail(f"HEAD of manifest {reference}", response)
-        digest = response.headers.get("Docker-Content-Digest")
-        if not digest:
+        digest = response.headers.get("Docker-Content-Digest", "")
+        if not _DIGEST.fullmatch(digest):
             # a registry that does not say: fetch and hash the bytes (rare; one GET)
             return self.get_manifest(reference)[0]
-        return str(digest)
+        return digest
 
     def get_manifest(self, reference: str) -> tuple[str, bytes]:
-        """``(digest, bytes)`` of a manifest or index; raises when absent."""
+        """``(digest, bytes)`` of a manifest or index; raises when absent, and when the
+        answer is not an OCI manifest or index (an empty or other body is no verdict)."""
         response = self.transport.do_request(self._manifest_url(reference), "GET",
                                               headers={"Accept": ACCEPT})
         if response.status_code != 200:
             raise self._fail(f"GET of manifest {reference}", response)
         data = bytes(response.content)
+        if not _is_manifest(data):
+            kind = response.headers.get("Content-Type") or "no content type"
+            raise self._not_registry(f"GET of manifest {reference}",
+                                     f"{len(data)} bytes of {kind}, not an OCI manifest")
         digest = oci.Blob("", data).digest
         served = response.headers.get("Docker-Content-Digest")
         if served and served != digest:
@@ -115,7 +122,8 @@ class Client:
         return digest, data
 
     def put_manifest(self, reference: str, blob: oci.Blob) -> None:
-        """PUT the exact bytes (never re-serialised) with their media type.
+        """PUT the exact bytes (never re-serialised) with their media type, and see the
+        registry confirm their digest: its ``Docker-Content-Digest``, else a HEAD.
 
         Raises :class:`BlobsMissing` when the registry lacks a blob the manifest names (or a
         child manifest of an index): distribution checks every one before it stores a
@@ -129,24 +137,35 @@ class Client:
                 code in _BLOB_UNKNOWN for code, _ in _errors(response))
             raise self._fail(f"PUT of manifest {reference}", response,
                              BlobsMissing if missing else RegistryError)
-        served = response.headers.get("Docker-Content-Digest")
+        served = response.headers.get("Docker-Content-Digest", "")
         if served and served != blob.digest:
             raise RegistryError(f"registry {self.config.host} stored {reference} as {served}, "
                                 f"not {blob.digest}: it rewrote the manifest")
+        if served:
+            return
+        confirmed = self.manifest_digest(reference)  # no header: ask what the tag is now
+        if confirmed != blob.digest:
+            raise self._not_registry(
+                f"PUT of manifest {reference}",
+                f"{response.status_code} without a digest, and {reference} then resolves "
+                f"to {confirmed or 'nothing'}, not {blob.digest}")
 
-    def has_blob(self, digest: str) -> bool:
-        """One HEAD: does the repository hold this blob?"""
-        response = self.transport.get_blob(self.container, digest, head=True)
+    def has_blob(self, descriptor: Descriptor) -> bool:
+        """One HEAD: does the repository hold this blob? Only a 200 that states the
+        blob's size and digest says yes (anything else and the blob is sent)."""
+        response = self.transport.get_blob(self.container, descriptor.digest, head=True)
         if response.status_code == 404:
             return False
         if response.status_code != 200:
-            raise self._fail(f"HEAD of blob {digest}", response)
-        return True
+            raise self._fail(f"HEAD of blob {descriptor.digest}", response)
+        return _proves(response, descriptor)
 
     def upload_blob(self, path: Path, descriptor: Descriptor) -> None:
         """POST + PUT (oras-py's ``put_upload``), without asking first whether it is there.
 
-        The file is read once, here; the registry checks its digest as it commits the upload.
+        The file is read once, here; the registry checks its digest as it commits the
+        upload. Done only when the registry confirms it: the final answer's
+        ``Docker-Content-Digest``, else a HEAD that states the blob's size and digest.
         """
         layer = descriptor.oci()
         try:
@@ -157,6 +176,23 @@ class Client:
                                 f"POST /v2/{self.config.path}/blobs/uploads/)") from None
         if response.status_code not in (200, 201, 202):
             raise self._fail(f"upload of blob {descriptor.digest}", response)
+        served = response.headers.get("Docker-Content-Digest", "")
+        if served and served != descriptor.digest:
+            raise RegistryError(f"registry {self.config.host} stored blob "
+                                f"{descriptor.digest} as {served}: the bytes changed on the "
+                                "way; try again, or ask its operators")
+        if served == descriptor.digest or self.has_blob(descriptor):
+            return
+        raise self._not_registry(
+            f"upload of blob {descriptor.digest}",
+            f"{response.status_code} without a digest, and a HEAD of the blob then did not "
+            f"state its size ({descriptor.size}) and digest")
+
+    def _not_registry(self, what: str, answer: str) -> RegistryError:
+        return RegistryError(
+            f"registry {self.config.host} answered {what} with {answer}: this is not a "
+            f"conforming OCI registry, nothing was recorded as sent; check that "
+            f"{self.config.source} names the registry itself")
 
     def parallel(self, function: Callable[[T], R], items: Iterable[T]) -> list[R]:
         """``function`` over ``items`` on up to ``POOL_SIZE`` connections; results in order.
@@ -179,6 +215,25 @@ class Client:
         if response.status_code != 200:
             raise self._fail(f"GET of blob {digest}", response)
         return bytes(response.content)
+
+
+_DIGEST: Final = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def _proves(response: Any, descriptor: Descriptor) -> bool:
+    """Does a blob's 200 state its size and digest (distribution sends both)?"""
+    headers: Mapping[str, str] = response.headers
+    return (headers.get("Docker-Content-Digest") == descriptor.digest
+            and headers.get("Content-Length") == str(descriptor.size))
+
+
+def _is_manifest(data: bytes) -> bool:
+    """An OCI (or Docker v2) manifest or index: a JSON object of schemaVersion 2."""
+    try:
+        document = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(document, dict) and bool(document.get("schemaVersion") == 2)
 
 
 def _errors(response: Any) -> list[tuple[str, str]]:

@@ -7,9 +7,17 @@ oras-py is the registry protocol layer: it parses the repository reference
 :meth:`Transport.do_request`, the public method it calls for each one, which replaces
 oras-py's own:
 
-- a timeout on every request (oras-py sets none: a hung registry hangs it forever);
-- bounded retries: 429/5xx back off 1, 2 and 4 s, refused connections 0.5 and 1 s, with a
-  total budget under 30 s (oras-py's decorator sleeps 3+5+11+29+83 s on any error);
+- a deadline on every request (oras-py sets none: a hung registry hangs it forever):
+  ``timeout`` to connect and to each first byte, and the whole exchange within
+  :func:`esp32tasks.deadline.allowance` (the timeouts plus its bytes at 64 KiB/s), so a
+  registry that drips its answer fails as "too slow" rather than holding a push for
+  minutes; every answer is read whole inside its deadline;
+- answers that are not the distribution API's (an HTML page: a login portal, a proxy's
+  error page, a web server where the registry should be) are "not an OCI registry",
+  naming the URL, before anything reads them as a verdict;
+- bounded retries: 429/5xx back off 1, 2 and 4 s, refused or cut connections 0.5 and 1 s;
+  no retry starts after :data:`RETRY_BUDGET`, so a request ends within that plus one
+  deadline (oras-py's decorator sleeps 3+5+11+29+83 s on any error);
 - preemptive basic auth: the ``Authorization`` header goes with the first request (oras-py's
   basic backend sends each request without it, takes the 401 and sends it again, body
   included); a 401 or 403 is an immediate :class:`RegistryAuthError`, never retried;
@@ -39,12 +47,15 @@ from urllib.parse import urljoin, urlsplit
 import oras.provider
 import requests
 import requests.adapters
+import urllib3
+import urllib3.connection
 from requests.structures import CaseInsensitiveDict
 from urllib3.util import SKIP_HEADER
 
+from esp32tasks import deadline
 from esp32tasks.errors import RegistryAuthError, RegistryError, RegistryUnreachable
 
-__all__ = ["RETRY_BUDGET", "Transport"]
+__all__ = ["MAX_ANSWER", "RETRY_BUDGET", "Transport"]
 
 RETRY_STATUS: Final = frozenset({429, 500, 502, 503, 504})
 STATUS_BACKOFF: Final = (1.0, 2.0, 4.0)
@@ -57,6 +68,25 @@ POOL_SIZE: Final = 4
 #: Redirects followed per request (distribution sends blob GETs to its storage backend).
 MAX_REDIRECTS: Final = 5
 REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+#: The largest answer whose length extends a request's deadline (an app image is at most
+#: 16 MiB; a manifest 4 MiB): a server announcing more gets no more time for it.
+MAX_ANSWER: Final = 32 * 1024 * 1024
+
+
+class _Connection(deadline.Watched, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _TLSConnection(deadline.Watched, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _Pool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _Connection
+
+
+class _TLSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _TLSConnection
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
 
@@ -72,6 +102,9 @@ class Transport(oras.provider.Registry):  # type: ignore[misc]  # oras-py ships 
         self.session.headers = CaseInsensitiveDict({"User-Agent": USER_AGENT,
                                                     "Accept-Encoding": SKIP_HEADER})
         adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=POOL_SIZE)
+        # connections that join the running request's deadline (urllib3's documented way
+        # to choose a pool's connection class)
+        adapter.poolmanager.pool_classes_by_scheme = {"http": _Pool, "https": _TLSPool}
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.timeout = timeout
@@ -120,35 +153,24 @@ class Transport(oras.provider.Registry):  # type: ignore[misc]  # oras-py ships 
 
     def _send(self, url: str, method: str, *, data: Any, json: Any, stream: bool,
               headers: dict[str, str], own: bool) -> requests.Response:
-        """One URL, with our timeout and bounded retries; 401/403 is final."""
+        """One URL, within its deadline, with bounded retries; 401/403 is final.
+
+        The answer is read whole (``stream`` is accepted for oras-py's sake), so the
+        deadline covers its body too.
+        """
+        del stream
         started = time.monotonic()
         status_retries = connect_retries = 0
         while True:
             try:
-                response: requests.Response = self.session.request(
-                    method, url, data=data, json=json, headers=headers, stream=stream,
-                    timeout=(self.timeout, self.timeout), allow_redirects=False)
-            except requests.exceptions.SSLError as exc:
-                raise RegistryUnreachable(
-                    f"TLS with registry {self.hostname} failed ({_reason(exc)}); check "
-                    "[registry] ca_bundle (the CA that signed its certificate), or set "
-                    "insecure = true for a plain-HTTP registry") from None
-            except requests.exceptions.Timeout:
-                raise RegistryUnreachable(
-                    f"registry {self.hostname} did not answer {method} {_path(url)} within "
-                    f"{self.timeout:g} s; check {self.what_to_check} is up and reachable "
-                    "(or raise [registry] timeout)") from None
-            except requests.exceptions.ConnectionError as exc:
+                response = self._exchange(url, method, data=data, json=json, headers=headers)
+            except _Cut as cut:
                 elapsed = time.monotonic() - started
                 if connect_retries < len(CONNECT_BACKOFF) and elapsed < RETRY_BUDGET:
                     self.sleep(CONNECT_BACKOFF[connect_retries])
                     connect_retries += 1
                     continue
-                raise RegistryUnreachable(
-                    f"cannot reach registry {self.hostname} over {self.prefix} "
-                    f"({_reason(exc)}); check {self.what_to_check} is running and "
-                    "listening there, and that the scheme is right (insecure = true for "
-                    "plain HTTP)") from None
+                raise RegistryUnreachable(cut.message(connect_retries + 1)) from None
             status = response.status_code
             if status in (401, 403):
                 if not own:
@@ -161,7 +183,6 @@ class Transport(oras.provider.Registry):  # type: ignore[misc]  # oras-py ships 
                 delay = _retry_after(response, STATUS_BACKOFF, status_retries)
                 elapsed = time.monotonic() - started
                 if status_retries < len(STATUS_BACKOFF) and elapsed + delay < RETRY_BUDGET:
-                    response.close()
                     self.sleep(delay)
                     status_retries += 1
                     continue
@@ -170,7 +191,64 @@ class Transport(oras.provider.Registry):  # type: ignore[misc]  # oras-py ships 
                     f"{method} {_path(url)} {status_retries + 1} times over "
                     f"{time.monotonic() - started:.1f} s; it is overloaded or broken: try "
                     "again later or ask its operators")
+            self._refuse_non_registry(response, method, url)
             return response
+
+    def _exchange(self, url: str, method: str, *, data: Any, json: Any,
+                  headers: dict[str, str]) -> requests.Response:
+        """One request and its whole answer, inside one deadline (see the module doc)."""
+        allowed = deadline.allowance(self.timeout, _size(data))
+        with deadline.within(allowed) as watch:
+            try:
+                response: requests.Response = self.session.request(
+                    method, url, data=data, json=json, headers=headers, stream=True,
+                    timeout=(self.timeout, self.timeout), allow_redirects=False)
+                length = response.headers.get("Content-Length", "")
+                if method != "HEAD" and length.isdigit():
+                    watch.extend(min(int(length), MAX_ANSWER) / deadline.MIN_RATE)
+                    allowed = watch.seconds
+                response.content  # noqa: B018  # read whole, inside the deadline
+            except requests.exceptions.SSLError as exc:
+                if watch.expired:
+                    raise self._too_slow(method, url, allowed) from None
+                raise RegistryUnreachable(
+                    f"TLS with registry {self.hostname} failed ({_reason(exc)}); check "
+                    "[registry] ca_bundle (the CA that signed its certificate), or set "
+                    "insecure = true for a plain-HTTP registry") from None
+            except requests.exceptions.Timeout:
+                raise RegistryUnreachable(
+                    f"registry {self.hostname} did not answer {method} {_path(url)} within "
+                    f"{self.timeout:g} s; check {self.what_to_check} is up and reachable "
+                    "(or raise [registry] timeout)") from None
+            except (requests.exceptions.ConnectionError,
+                    requests.exceptions.ChunkedEncodingError) as exc:
+                if watch.expired:
+                    raise self._too_slow(method, url, allowed) from None
+                raise _Cut(self, method, url, exc) from None
+            if watch.expired:  # http.client takes a head cut off by the shutdown as whole
+                raise self._too_slow(method, url, allowed)
+            return response
+
+    def _too_slow(self, method: str, url: str, allowed: float) -> RegistryUnreachable:
+        return RegistryUnreachable(
+            f"registry {self.hostname} was too slow: {method} {_path(url)} did not finish "
+            f"within {allowed:.0f} s (the request and its answer at under "
+            f"{deadline.MIN_RATE // 1024} KiB/s); the registry or the network to it is "
+            "overloaded: try again later, or raise [registry] timeout")
+
+    def _refuse_non_registry(self, response: requests.Response, method: str,
+                             url: str) -> None:
+        """An HTML page where the distribution API answers (JSON, or nothing) is not a
+        registry's: a login portal, a proxy's error page, a web server at that address."""
+        status = response.status_code
+        kind = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if (200 <= status < 300 or status == 404) and kind in _NOT_API:
+            parts = urlsplit(url)
+            raise RegistryError(
+                f"{parts.scheme}://{parts.netloc}{parts.path} answered {method} with "
+                f"{status} and an HTML page: this is not an OCI registry; check "
+                f"{self.what_to_check} (the host and port of the registry itself, not a web "
+                "page or a proxy's login in front of it)")
 
     def _auth_message(self, status: int, method: str, url: str) -> str:
         if "Authorization" not in self.fixed_headers:
@@ -182,6 +260,40 @@ class Transport(oras.provider.Registry):  # type: ignore[misc]  # oras-py ships 
                     "credentials are valid but may not push to this repository")
         return (f"authentication failed for registry {self.hostname} (401 to {method} "
                 f"{_path(url)}); check the user and password")
+
+
+_NOT_API: Final = frozenset({"text/html", "application/xhtml+xml"})
+
+
+class _Cut(Exception):  # control flow inside this module: a retryable cut
+    """The connection failed or closed before the whole answer arrived."""
+
+    def __init__(self, transport: Transport, method: str, url: str,
+                 exc: BaseException) -> None:
+        super().__init__()
+        self.transport, self.method, self.url = transport, method, url
+        self.reason = _reason(exc)
+        self.midway = isinstance(exc, requests.exceptions.ChunkedEncodingError)
+
+    def message(self, attempts: int) -> str:
+        t = self.transport
+        if self.midway:
+            return (f"registry {t.hostname} cut its answer to {self.method} "
+                    f"{_path(self.url)} short ({self.reason}), {attempts} times; the "
+                    "registry or the network to it is failing: try again later or ask its "
+                    "operators")
+        return (f"cannot reach registry {t.hostname} over {t.prefix} ({self.reason}); "
+                f"check {t.what_to_check} is running and listening there, and that the "
+                "scheme is right (insecure = true for plain HTTP)")
+
+
+def _size(data: Any) -> int:
+    """Bytes of a request body (0 for none or an unknown stream)."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return len(data)
+    if isinstance(data, str):
+        return len(data.encode())
+    return 0
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
@@ -225,5 +337,7 @@ _REASONS: Final = (
     ("No route to host", "No route to host"),
     ("Connection reset", "connection reset"),
     ("RemoteDisconnected", "connection closed without an answer"),
+    ("IncompleteRead", "the connection closed before the whole answer"),
+    ("Connection broken", "the connection broke in the middle of the answer"),
     ("Connection aborted", "connection closed without an answer"),
 )

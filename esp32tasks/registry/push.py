@@ -90,7 +90,7 @@ def _upload(client: Client, layout: oci.Layout, descriptor: Descriptor) -> None:
 def _send_missing(client: Client, layout: oci.Layout, blobs: list[Descriptor]) -> None:
     """HEAD each blob and send the missing ones, blobs side by side."""
     def one(descriptor: Descriptor) -> None:
-        if not client.has_blob(descriptor.digest):
+        if not client.has_blob(descriptor):
             _upload(client, layout, descriptor)
 
     client.parallel(one, blobs)

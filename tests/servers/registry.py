@@ -416,7 +416,9 @@ class FlakyProxy:
                                       value)
                     if key.lower() not in ("connection", "transfer-encoding", "content-length"):
                         self.send_header(key, sent)
-                self.send_header("Content-Length", str(len(data)))
+                # a HEAD's length is the GET's (the registry's proof of a blob's size)
+                self.send_header("Content-Length", response.getheader("Content-Length", "0")
+                                 if self.command == "HEAD" else str(len(data)))
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)

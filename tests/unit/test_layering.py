@@ -13,7 +13,7 @@ from esp32tasks import config
 
 PACKAGE = Path(__file__).resolve().parents[2] / "esp32tasks"
 README = PACKAGE.parent / "README.md"
-CORE = {"errors", "files", "runcache", "config", "gitinfo", "plan", "receiptfile", "receipts",
+CORE = {"errors", "files", "runcache", "deadline", "config", "gitinfo", "plan", "receiptfile", "receipts",
         "oci", "images", "__init__"}
 ROOMS = ("build", "registry", "store", "tasks")
 

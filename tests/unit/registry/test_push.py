@@ -40,9 +40,9 @@ class FakeClient:
         self.calls.append(f"HEAD manifest {reference}")
         return self.tags.get(reference)
 
-    def has_blob(self, digest: str) -> bool:
-        self.calls.append(f"HEAD blob {digest}")
-        return digest in self.present
+    def has_blob(self, descriptor: Descriptor) -> bool:
+        self.calls.append(f"HEAD blob {descriptor.digest}")
+        return descriptor.digest in self.present
 
     def upload_blob(self, path: Path, descriptor: Descriptor) -> None:
         assert path.read_bytes()
