@@ -28,16 +28,24 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import os
 import threading
 import weakref
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import boto3
 from boto3.s3.transfer import TransferConfig, create_transfer_manager
+from botocore.awsrequest import (
+    AWSHTTPConnection,
+    AWSHTTPConnectionPool,
+    AWSHTTPSConnection,
+    AWSHTTPSConnectionPool,
+)
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -49,7 +57,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from esp32tasks import __version__
+from esp32tasks import __version__, deadline
 from esp32tasks.config import StoreConfig
 from esp32tasks.errors import (
     StoreAuthError,
@@ -139,6 +147,13 @@ class S3Store:
         self._manager: TransferManager | None = None
         self._heads: ThreadPoolExecutor | None = None
         self._finalizers: list[weakref.finalize[Any, S3Store]] = []
+        #: full key -> what the server must answer to its upload (see _submit)
+        self._expected: dict[str, _Proof] = {}
+        #: keys whose abandoned multipart uploads were looked for this run
+        self._swept: set[str] = set()
+        self._opened = datetime.now(UTC)
+        #: set when a request overran its deadline: the errors that follow say "too slow"
+        self.too_slow: float | None = None
 
     @classmethod
     def from_config(cls, config: StoreConfig) -> S3Store:
@@ -203,6 +218,8 @@ class S3Store:
         """
         transfers: dict[int, tuple[str, TransferFuture]] = {}
         heads: list[Future[str | None]] = []
+        self._sweep([key for key, path, _ in files
+                     if path.stat().st_size >= self.transfer.multipart_threshold])
         try:
             for i, (key, path, sha256) in enumerate(files):
                 if key in overwrite:
@@ -225,8 +242,12 @@ class S3Store:
     def get_bytes(self, key: str) -> bytes | None:
         try:
             with self._errors(key, "GET"):
-                response = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
-                return response["Body"].read()
+                try:
+                    response = self.client.get_object(Bucket=self.bucket,
+                                                      Key=self.prefix + key)
+                    return response["Body"].read()
+                finally:
+                    deadline.stop()  # GetObject's runs until its body is read (_watch)
         except _NotFound:
             return None
 
@@ -310,9 +331,12 @@ class S3Store:
                 raise ValueError(f"{key}: {len(body)} bytes do not go as one PutObject")
             extra["ChecksumSHA256"] = base64.b64encode(bytes.fromhex(sha256)).decode()
             source = io.BytesIO(body)
+            self._expected[self.prefix + key] = _Proof.single(body)
         else:
             extra["ChecksumAlgorithm"] = "SHA256"
             source = str(body)
+            self._expected[self.prefix + key] = _Proof.parts(
+                body, self.transfer.multipart_chunksize)
         return self.transfer_manager.upload(source, self.bucket, self.prefix + key, extra)
 
     def _wait(self, files: Sequence[tuple[str, Path, str]],
@@ -355,6 +379,7 @@ class S3Store:
     def _put(self, key: str, data: bytes, sha256: str) -> None:
         """One PutObject of bytes in memory (:meth:`put_bytes`: one object, no manager)."""
         checksum = base64.b64encode(bytes.fromhex(sha256)).decode()
+        self._expected[self.prefix + key] = _Proof.single(data)
         with self._errors(key, "PUT"):
             self.client.put_object(
                 Bucket=self.bucket, Key=self.prefix + key, Body=data,
@@ -376,6 +401,101 @@ class S3Store:
                 if exc.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
                     raise
         self._bucket_created = True
+
+    def _sweep(self, keys: Sequence[str]) -> None:
+        """Abort the multipart uploads of these keys that a killed run left behind.
+
+        S3 keeps the parts of an upload that was neither completed nor aborted (and bills
+        them) until someone aborts it; s3transfer aborts its own on failure, but not when
+        the process is killed. So before a key goes up in parts, its incomplete uploads
+        begun before this run are listed and aborted: one request per call that sends a
+        large file, none otherwise. Where listing is not allowed (credentials without
+        ``s3:ListBucketMultipartUploads``) or not offered, nothing is swept and nothing
+        fails.
+        """
+        todo = {self.prefix + key for key in keys} - self._swept
+        if not todo:
+            return
+        self._swept |= todo
+        try:
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=os.path.commonprefix(sorted(todo)))  # noqa: RUF071  # keys
+            stale = [(u["Key"], u["UploadId"]) for page in pages
+                     for u in page.get("Uploads", [])
+                     if u.get("Key") in todo and u.get("Initiated", self._opened) < self._opened]
+        except (ClientError, BotoCoreError):
+            return
+        for key, upload_id in stale:
+            # suppress: already gone (another run swept it) is fine
+            with self._errors(key[len(self.prefix):], "AbortMultipartUpload"), \
+                    suppress(ClientError):
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key,
+                                                   UploadId=upload_id)
+
+    # -- botocore event handlers (registered by _watch) --------------------------------
+
+    def _begin(self, request: Any, **_: Any) -> None:
+        """``before-send``: this attempt's deadline, sized by its body."""
+        size = int(request.headers.get("Content-Length") or 0)
+        deadline.start(deadline.allowance(READ_TIMEOUT, size), self._overran)
+
+    def _overran(self, watch: deadline.Deadline) -> None:
+        self.too_slow = watch.seconds
+
+    def _end(self, model: Any = None, **_: Any) -> None:
+        """``after-call``/``after-call-error``: the exchange is over (a GetObject's
+        body is still to be read: :meth:`get_bytes` ends that one)."""
+        if model is None or model.name != "GetObject":
+            deadline.stop()
+
+    def _remember_key(self, params: Mapping[str, Any], context: dict[str, Any],
+                      **_: Any) -> None:
+        """``before-parameter-build``: which object the call is for, for :meth:`_check`."""
+        key = params.get("Key")
+        if isinstance(key, str):
+            context[_CONTEXT_KEY] = key
+
+    def _check(self, http_response: Any, parsed: Mapping[str, Any], model: Any,
+               context: Mapping[str, Any], **_: Any) -> None:
+        """``after-call``: an answer that is not S3's is never a verdict, and an upload
+        counts only when the server confirms the checksum (or, for a server that sends
+        none, the ETag) of the bytes we sent."""
+        key = str(context.get(_CONTEXT_KEY, ""))
+        shown = key[len(self.prefix):] if key.startswith(self.prefix) else key
+        operation = _VERBS.get(model.name, model.name)
+        watch = deadline.current()
+        if watch is not None and watch.expired:  # a head cut off by the shutdown
+            self._raise_if_too_slow(shown, operation)
+        status = int(http_response.status_code)
+        headers: Mapping[str, str] = http_response.headers
+        kind = headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if (200 <= status < 300 or status == 404) and kind in ("text/html",
+                                                               "application/xhtml+xml"):
+            raise self._not_s3(operation, shown, f"{status} and an HTML page")
+        if 200 <= status < 300 and model.name in _ETAG_OPERATIONS and not headers.get("ETag"):
+            raise self._not_s3(operation, shown, f"{status} without an ETag")
+        proof = self._expected.get(key) if model.name in _UPLOAD_ENDS else None
+        if proof is None or status >= 300:
+            return
+        checksum = str(parsed.get("ChecksumSHA256") or "")
+        etag = str(parsed.get("ETag") or "").strip('"')
+        if checksum == proof.checksum or (not checksum and etag == proof.etag):
+            del self._expected[key]
+            return
+        if checksum or etag:
+            raise StoreError(
+                f"{self._where()}: {operation} of {self.describe(shown)} was answered with "
+                f"checksum {checksum or '(none)'} and ETag {etag or '(none)'}, not those of "
+                "the bytes sent; the object holds something else: nothing was recorded as "
+                "uploaded, run `doit release` again, and if it recurs, ask the server's "
+                "operators")
+        raise self._not_s3(operation, shown, f"{status} without a checksum or an ETag")
+
+    def _not_s3(self, operation: str, key: str, answer: str) -> StoreError:
+        return StoreError(
+            f"{self._where()} answered {operation} {self.describe(key)} with {answer}: this "
+            "is not an S3 endpoint; nothing was recorded as uploaded; check "
+            "store.endpoint_url (the S3 API's address, not a web page or a proxy's login)")
 
     @contextmanager
     def _errors(self, key: str, operation: str) -> Iterator[None]:
@@ -417,16 +537,28 @@ class S3Store:
                 f"{self._where()}: cannot connect after {ATTEMPTS} attempts ({_reason(exc)});"
                 " check that the server is up and store.endpoint_url") from None
         except ConnectionClosedError:
+            self._raise_if_too_slow(key, operation)
             raise StoreUnreachable(
                 f"{self._where()}: the connection closed before an answer, {ATTEMPTS} "
                 "attempts; check that the server is up") from None
         except ReadTimeoutError:
+            self._raise_if_too_slow(key, operation)
             raise StoreUnreachable(
                 f"{self._where()}: no answer within {READ_TIMEOUT:.0f} s, {ATTEMPTS} "
                 "attempts; the server accepts connections but does not respond") from None
         except BotoCoreError as exc:
+            self._raise_if_too_slow(key, operation)
             raise StoreError(f"{self._where()}: {operation} {self.describe(key)} failed: "
                              f"{exc}") from None
+
+    def _raise_if_too_slow(self, key: str, operation: str) -> None:
+        """A failure after a request overran its deadline is the server's slowness."""
+        if self.too_slow is not None:
+            raise StoreUnreachable(
+                f"{self._where()}: too slow: {operation} {self.describe(key)} did not finish "
+                f"within {self.too_slow:.0f} s (at under {deadline.MIN_RATE // 1024} KiB/s, "
+                f"{ATTEMPTS} attempts); the server or the network to it is overloaded: try "
+                "again later") from None
 
     def _diagnose(self, key: str) -> str | None:
         """A refused HEAD carries no error code; a GET of the same key does."""
@@ -442,6 +574,98 @@ class S3Store:
 
 class _NotFound(Exception):  # control flow, never escapes this module
     pass
+
+
+_CONTEXT_KEY: Final = "esp32tasks.key"
+#: botocore's operation names as our messages name them.
+_VERBS: Final = {"HeadObject": "HEAD", "GetObject": "GET", "PutObject": "PUT",
+                 "UploadPart": "upload (part)", "CompleteMultipartUpload": "upload"}
+#: Operations whose successful answer always carries an ETag.
+_ETAG_OPERATIONS: Final = frozenset({"PutObject", "GetObject", "HeadObject", "UploadPart"})
+#: The answers that finish writing an object.
+_UPLOAD_ENDS: Final = frozenset({"PutObject", "CompleteMultipartUpload"})
+
+
+class _Proof:
+    """What a server that stored exactly our bytes answers: their SHA-256 checksum (the
+    COMPOSITE one, ``-N``, for a multipart upload) and, for servers that send no
+    checksum, their ETag (MD5 of the bytes; of the parts' MD5s, ``-N``, multipart)."""
+
+    __slots__ = ("checksum", "etag")
+
+    def __init__(self, checksum: str, etag: str) -> None:
+        self.checksum, self.etag = checksum, etag
+
+    @classmethod
+    def single(cls, data: bytes) -> _Proof:
+        return cls(base64.b64encode(hashlib.sha256(data).digest()).decode(),
+                   hashlib.md5(data, usedforsecurity=False).hexdigest())
+
+    @classmethod
+    def parts(cls, path: Path, chunksize: int) -> _Proof:
+        sha, md5, count = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
+        with path.open("rb") as file:
+            while chunk := file.read(chunksize):
+                sha.update(hashlib.sha256(chunk).digest())
+                md5.update(hashlib.md5(chunk, usedforsecurity=False).digest())
+                count += 1
+        return cls(f"{base64.b64encode(sha.digest()).decode()}-{count}",
+                   f"{md5.hexdigest()}-{count}")
+
+
+class _Connection(deadline.Watched, AWSHTTPConnection):  # type: ignore[misc]
+    pass
+
+
+class _TLSConnection(deadline.Watched, AWSHTTPSConnection):  # type: ignore[misc]
+    pass
+
+
+class _Pool(AWSHTTPConnectionPool):
+    ConnectionCls = _Connection
+
+
+class _TLSPool(AWSHTTPSConnectionPool):
+    ConnectionCls = _TLSConnection
+
+
+class _Weak:
+    """An event handler calling a method of a store that may be gone (then: nothing)."""
+
+    __slots__ = ("method",)
+
+    def __init__(self, method: weakref.WeakMethod[Callable[..., None]]) -> None:
+        self.method = method
+
+    def __call__(self, **kwargs: Any) -> None:
+        method = self.method()
+        if method is not None:
+            method(**kwargs)
+
+
+def _watch(client: Any, store: S3Store) -> None:
+    """Deadlines and proofs on every request of ``client``.
+
+    botocore bounds each read (``read_timeout``), not a whole request, and offers no
+    public way to choose its connection class; its pools are urllib3's, whose connection
+    class is the pool's ``ConnectionCls``. So the one non-public step of this module: the
+    client's HTTP session's pool classes become ours, whose connections join the running
+    request's :class:`~esp32tasks.deadline.Deadline` (a unit test fails should botocore
+    rename them). Everything else is the documented event system.
+    """
+    pools = getattr(getattr(client._endpoint, "http_session", None),
+                    "_pool_classes_by_scheme", None)
+    if isinstance(pools, dict):
+        pools.update(http=_Pool, https=_TLSPool)
+    events = client.meta.events
+    # weakly: the store's finalizers hold the client, whose events must not hold the store
+    ref = weakref.WeakMethod
+    for event, handler in (("before-send.s3", ref(store._begin)),
+                           ("after-call.s3", ref(store._check)),
+                           ("after-call.s3", ref(store._end)),
+                           ("after-call-error.s3", ref(store._end)),
+                           ("before-parameter-build.s3", ref(store._remember_key))):
+        events.register(event, _Weak(handler))
 
 
 def _content_type(key: str) -> str:
@@ -498,5 +722,7 @@ def _cached_store(config: StoreConfig) -> S3Store:
         creds = session.get_credentials()
         return creds.method if creds is not None else "nowhere"
 
-    return S3Store(client, bucket, prefix, create_bucket=config.create_bucket,
-                   credential_source=credential_source)
+    store = S3Store(client, bucket, prefix, create_bucket=config.create_bucket,
+                    credential_source=credential_source)
+    _watch(client, store)
+    return store

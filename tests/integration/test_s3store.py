@@ -250,3 +250,30 @@ def test_silent_server_fails_within_15_seconds(silent_server: SilentServer,
     assert str(info.value) == (
         f"S3 endpoint {silent_server.endpoint} (bucket 'some-bucket'): no answer within 5 s, "
         "2 attempts; the server accepts connections but does not respond")
+
+
+@pytest.mark.usefixtures("creds")
+def test_a_killed_multipart_upload_of_our_key_is_aborted_by_the_next_upload(
+        s3_server: Seaweed, tmp_path: Path) -> None:
+    """What a SIGKILLed run leaves: an upload begun, parts stored, never completed. The
+    next upload of that key aborts it; another key's, and a newer one, are left alone."""
+    bucket = s3_server.bucket(bucket_name())
+    s3 = s3_server.client()
+    abandoned = {}
+    for key in ("base/dir/t/big.elf", "base/dir/t/other.elf"):
+        upload = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        s3.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=1,
+                       Body=b"\0" * 1024)
+        abandoned[key] = upload
+    store = open_s3(s3_server.endpoint, bucket)
+    big = tmp_path / "big.elf"
+    big.write_bytes(os.urandom(MULTIPART_THRESHOLD + 1024))
+    sha = hashlib.sha256(big.read_bytes()).hexdigest()
+
+    assert store.put_files([("t/big.elf", big, sha)]) == [True]
+
+    left = {(u["Key"], u["UploadId"])
+            for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])}
+    assert left == {("base/dir/t/other.elf", abandoned["base/dir/t/other.elf"])}
+    assert s3.head_object(Bucket=bucket, Key="base/dir/t/big.elf")["Metadata"] == {
+        "sha256": sha}

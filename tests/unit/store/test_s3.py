@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
@@ -227,6 +227,10 @@ class Raw:
         yield self.data
 
 
+def _md5(data: bytes) -> Any:
+    return hashlib.md5(data, usedforsecurity=False)
+
+
 def xml(tag: str, **fields: str) -> bytes:
     inner = "".join(f"<{k}>{v}</{k}>" for k, v in fields.items())
     return f'<?xml version="1.0" encoding="UTF-8"?><{tag}>{inner}</{tag}>'.encode()
@@ -249,6 +253,7 @@ class FakeS3:
         self.gate: Callable[[Sent], None] | None = None
         self.refuse: dict[str, str] = {}
         self._uploads: dict[str, str] = {}  # upload id -> metadata sha256
+        self._parts: dict[str, dict[int, tuple[str, bytes]]] = {}  # -> (checksum, md5)
         self._lock = threading.Lock()
 
     def attach(self, store: S3Store) -> None:
@@ -293,24 +298,37 @@ class FakeS3:
         if r.method == "HEAD":
             if r.key not in self.objects:
                 return 404, {}, b""
-            return 200, {"x-amz-meta-sha256": self.objects[r.key]}, b""
+            return 200, {"x-amz-meta-sha256": self.objects[r.key], "ETag": '"head"'}, b""
         if r.method == "GET":
             return 404, {}, xml("Error", Code="NoSuchKey", Message="no key")
         if r.method == "POST" and "uploads" in r.query:
             upload_id = f"u{len(self._uploads)}"
             self._uploads[upload_id] = meta
+            self._parts[upload_id] = {}
             return 200, {}, xml("InitiateMultipartUploadResult", Bucket=self.bucket,
                                 Key=r.key, UploadId=upload_id)
         if r.method == "PUT" and "partNumber" in r.query:
-            return 200, {"ETag": '"part"',
-                         "x-amz-checksum-sha256": r.headers["x-amz-checksum-sha256"]}, b""
+            checksum = r.headers["x-amz-checksum-sha256"]
+            part = int(r.query["partNumber"][0])
+            self._parts[r.query["uploadId"][0]][part] = (checksum, _md5(r.body).digest())
+            return 200, {"ETag": f'"{_md5(r.body).hexdigest()}"',
+                         "x-amz-checksum-sha256": checksum}, b""
         if r.method == "POST" and "uploadId" in r.query:
-            self.objects[r.key] = self._uploads[r.query["uploadId"][0]]
+            upload_id = r.query["uploadId"][0]
+            self.objects[r.key] = self._uploads[upload_id]
+            parts = [self._parts[upload_id][n] for n in sorted(self._parts[upload_id])]
+            composite = base64.b64encode(hashlib.sha256(
+                b"".join(base64.b64decode(c) for c, _ in parts)).digest()).decode()
+            etag = _md5(b"".join(m for _, m in parts)).hexdigest()
             return 200, {}, xml("CompleteMultipartUploadResult", Bucket=self.bucket,
-                                Key=r.key, ETag='"whole-3"')
+                                Key=r.key, ETag=f'"{etag}-{len(parts)}"',
+                                ChecksumSHA256=f"{composite}-{len(parts)}")
         if r.method == "PUT":
             self.objects[r.key] = meta
-            return 200, {"ETag": '"object"'}, b""
+            headers = {"ETag": f'"{_md5(r.body).hexdigest()}"'}
+            if "x-amz-checksum-sha256" in r.headers:
+                headers["x-amz-checksum-sha256"] = r.headers["x-amz-checksum-sha256"]
+            return 200, headers, b""
         return 400, {}, xml("Error", Code="NotImplemented")
 
     def of(self, method: str) -> list[Sent]:
@@ -391,11 +409,12 @@ def test_a_body_without_a_signed_checksum_keeps_its_payload_hash(
     assert len(create.headers["x-amz-content-sha256"]) == 64
 
 
-def test_one_handler_of_ours_is_on_the_clients_event_system(
+def test_our_handlers_are_on_the_clients_documented_events_only(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """botocore's requests as botocore makes them, but for the ``Expect: 100-continue`` wait:
-    we configure the client with :class:`botocore.config.Config`, register one handler on a
-    documented event, and unregister nothing of botocore's."""
+    we configure the client with :class:`botocore.config.Config`, register our handlers
+    (the Expect one, deadlines, proofs) on documented events, and unregister nothing of
+    botocore's; and the one non-public step, the pools' connection class, took."""
     from botocore.hooks import HierarchicalEmitter
 
     calls: list[tuple[str, str, object]] = []
@@ -421,7 +440,15 @@ def test_one_handler_of_ours_is_on_the_clients_event_system(
     ours = [(how, event) for how, event, handler in calls
             if getattr(handler, "__module__", "").startswith("esp32tasks")]
     assert ours == [("register", "before-send.s3.PutObject"),
-                    ("register", "before-send.s3.UploadPart")]
+                    ("register", "before-send.s3.UploadPart"),
+                    ("register", "before-send.s3"),
+                    ("register", "after-call.s3"),
+                    ("register", "after-call.s3"),
+                    ("register", "after-call-error.s3"),
+                    ("register", "before-parameter-build.s3")]
+    pools = cast(Any, store.client)._endpoint.http_session._pool_classes_by_scheme
+    assert {scheme: pool.ConnectionCls.__module__ for scheme, pool in pools.items()} == {
+        "http": "esp32tasks.store.s3", "https": "esp32tasks.store.s3"}
     assert [(how, event) for how, event, _ in calls if how == "unregister"] == []
     # botocore's own headers are still there (we no longer strip them); the body is not
     # held back for a 100 Continue
@@ -564,3 +591,74 @@ def test_create_bucket_creates_it_once_for_a_put_files(
     assert [r.method for r in server.sent if r.key == ""] == ["PUT"]  # one CreateBucket
     assert sorted(server.objects) == sorted(f"p/{k}" for k, _, _ in objects)
     assert len(server.of("PUT")) == 3 + 1 + 3  # refused, CreateBucket, sent again
+
+
+def _answer_puts(server: FakeS3, headers: Callable[[Sent], dict[str, str]]) -> None:
+    """PUTs of whole objects get these headers (and nothing else); the rest as S3 would."""
+    respond = server.respond
+
+    def answer(r: Sent) -> tuple[int, dict[str, str], bytes]:
+        if r.method == "PUT" and r.key and "partNumber" not in r.query:
+            return 200, headers(r), b""
+        return respond(r)
+
+    server.respond = answer  # type: ignore[method-assign]
+
+
+def test_an_upload_counts_only_when_the_server_confirms_its_checksum(
+        fake: tuple[S3Store, FakeS3], tmp_path: Path) -> None:
+    store, server = fake
+    _answer_puts(server, lambda r: {"ETag": '"0123"', "x-amz-checksum-sha256":
+                                    base64.b64encode(hashlib.sha256(b"other").digest()).decode()})
+    with pytest.raises(StoreError) as caught:
+        store.put_files(files(tmp_path, 1))
+    assert str(caught.value) == (
+        "S3 endpoint http://127.0.0.1:9 (bucket 'unit-fake'): PUT of s3://unit-fake/p/t/0.bin "
+        "was answered with checksum "
+        f"{base64.b64encode(hashlib.sha256(b'other').digest()).decode()} and ETag 0123, not "
+        "those of the bytes sent; the object holds something else: nothing was recorded as "
+        "uploaded, run `doit release` again, and if it recurs, ask the server's operators")
+
+
+def test_without_a_checksum_the_etag_proves_a_single_put(
+        fake: tuple[S3Store, FakeS3], tmp_path: Path) -> None:
+    store, server = fake
+    _answer_puts(server, lambda r: {"ETag": f'"{_md5(r.body).hexdigest()}"'})
+    assert store.put_files(files(tmp_path, 2)) == [True, True]
+    _answer_puts(server, lambda r: {"ETag": '"not-the-md5"'})
+    with pytest.raises(StoreError, match="not those of the bytes sent"):
+        store.put_bytes("release.json", b"{}")
+
+
+def test_an_answer_without_checksum_or_etag_is_not_s3(
+        fake: tuple[S3Store, FakeS3], tmp_path: Path) -> None:
+    store, server = fake
+    _answer_puts(server, lambda r: {})
+    with pytest.raises(StoreError) as caught:
+        store.put_files(files(tmp_path, 1))
+    assert str(caught.value) == (
+        "S3 endpoint http://127.0.0.1:9 (bucket 'unit-fake') answered PUT "
+        "s3://unit-fake/p/t/0.bin with 200 without an ETag: this is not an S3 endpoint; "
+        "nothing was recorded as uploaded; check store.endpoint_url (the S3 API's address, "
+        "not a web page or a proxy's login)")
+
+
+def test_a_multipart_upload_counts_when_its_composite_checksum_is_ours(
+        fake: tuple[S3Store, FakeS3], tmp_path: Path) -> None:
+    store, server = fake
+    big = tmp_path / "big.elf"
+    big.write_bytes(os.urandom(1024) * (MULTIPART_THRESHOLD // 1024 + 1))
+    sha = hashlib.sha256(big.read_bytes()).hexdigest()
+    assert store.put_files([("big.elf", big, sha)]) == [True]
+    respond = server.respond
+
+    def lie(r: Sent) -> tuple[int, dict[str, str], bytes]:
+        status, headers, payload = respond(r)
+        if r.method == "POST" and "uploadId" in r.query:
+            payload = payload.replace(b"<ChecksumSHA256>", b"<ChecksumSHA256>AAAA")
+        return status, headers, payload
+
+    server.respond = lie  # type: ignore[method-assign]
+    with pytest.raises(StoreError, match=r"upload of s3://unit-fake/p/big.elf was answered "
+                                         r"with checksum AAAA"):
+        store.put_files([("big.elf", big, sha)], overwrite={"big.elf"})
