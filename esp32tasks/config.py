@@ -12,9 +12,12 @@ here, once, with one boolean parser (:func:`parse_bool`), into the frozen
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
+import string
 import tomllib
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
@@ -24,9 +27,11 @@ from esp32tasks.errors import ConfigError
 
 __all__ = [
     "CLI_PARAMETERS",
+    "DEFAULT_STORE",
     "KNOWN_CHIPS",
     "MAX_TAG_LENGTH",
     "MAX_VERSION_BYTES",
+    "PLACEHOLDERS",
     "VARIABLES",
     "Builder",
     "Chip",
@@ -40,6 +45,7 @@ __all__ = [
     "load",
     "parse",
     "parse_bool",
+    "substitute",
 ]
 
 Chip = Literal[
@@ -65,16 +71,26 @@ MAX_TAG_LENGTH: Final = 128
 TAG_SUFFIX_MAX: Final = len("-0123456-dirty")
 
 PLACEHOLDERS: Final = ("target", "chip", "build_dir", "version")
+#: The store directory when ``[store] url`` is not set (relative to the repository root).
+DEFAULT_STORE: Final = "build/store"
+#: distribution's ``NameTotalLengthMax``: a repository name (host included) is at most this.
+MAX_REPOSITORY_LENGTH: Final = 255
 
 _TAG_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 _TARGET_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
 _PROJECT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# distribution's reference grammar: host[:port]/path, path components lower case.
-_REPOSITORY = re.compile(
-    r"(?P<host>[A-Za-z0-9.-]+(?::[0-9]+)?)"
-    r"/(?P<path>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)"
-)
+# distribution's reference grammar (distribution/reference/regexp.go): host[:port]/path.
+# Host: domain components, an IPv4 address or a bracketed IPv6 address; path components are
+# lower-case alphanumerics joined by '.', '_', '__' or dashes. See _repository_problem.
+_PATH_COMPONENT: Final = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REPOSITORY_PATH = re.compile(rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*")
+_DOMAIN_COMPONENT: Final = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_DOMAIN = re.compile(rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*")
+_HOST_PORT = re.compile(r"(?P<host>\[[^\]]*\]|[^:\[\]]*)(?::(?P<port>.*))?")
+_IPV6 = re.compile(r"[0-9A-Fa-f:.]+")
+_NOT_A_REPOSITORY: Final = ("not host[:port]/path with a lower-case path (e.g. "
+                            "harbor.example.com/cloud-iot/hello)")
 _PSRAM_SUFFIX = re.compile(r"r[28]$")
 
 
@@ -156,8 +172,9 @@ class RegistryConfig:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class StoreConfig:
-    url: str = "build/store"
-    """``s3://bucket/prefix`` or a directory (relative to the repository root)."""
+    url: str = DEFAULT_STORE
+    """``s3://bucket/prefix`` or a directory inside the repository, relative to its root and
+    normalised (``./dist``, ``dist/`` and ``dist`` are all ``dist``)."""
     endpoint_url: str | None = None
     region: str | None = None
     create_bucket: bool = False
@@ -211,8 +228,8 @@ def parse_bool(name: str, value: str | None) -> bool | None:
         return True
     if word in _FALSE:
         return False
-    raise ConfigError([f"{name}={value!r}: not a boolean; use 1, true, yes or on (or 0, "
-                       "false, no or off)"])
+    raise _error([f"{name}={value!r}: not a boolean; use 1, true, yes or on (or 0, "
+                   "false, no or off)"])
 
 
 def load(path: Path, environ: Mapping[str, str] | None = None,
@@ -230,17 +247,17 @@ def _read(path: Path) -> Release:
     try:
         text = path.read_bytes().decode()
     except FileNotFoundError:
-        raise ConfigError(
+        raise _error(
             [f"{path}: not found; create it (see README.md) or run doit at the repository root"]
         ) from None
     except IsADirectoryError:
-        raise ConfigError([f"{path}: is a directory, not a file; esp32tasks reads the release "
-                           "from the file targets.toml at the repository root"]) from None
+        raise _error([f"{path}: is a directory, not a file; esp32tasks reads the release "
+                      "from the file targets.toml at the repository root"]) from None
     except OSError as exc:
-        raise ConfigError([f"{path}: cannot be read ({exc.strerror or type(exc).__name__}); "
-                           "check its permissions"]) from None
+        raise _error([f"{path}: cannot be read ({exc.strerror or type(exc).__name__}); "
+                      "check its permissions"]) from None
     except UnicodeDecodeError as exc:
-        raise ConfigError([f"{path}: not UTF-8 ({exc.reason}); save it as UTF-8"]) from None
+        raise _error([f"{path}: not UTF-8 ({exc.reason}); save it as UTF-8"]) from None
     return parse(text, path)
 
 
@@ -256,14 +273,17 @@ def parse(text: str, path: Path) -> Release:
     except tomllib.TOMLDecodeError as exc:
         found = _TOML_POSITION.match(str(exc))
         if found is None:
-            raise ConfigError([f"{path.name}: invalid TOML: {exc}"]) from None
+            raise _error([f"{path.name}: invalid TOML: {exc}"]) from None
         what = found["what"][:1].lower() + found["what"][1:]
-        raise ConfigError([f"{path.name}:{found['line']}:{found['column']}: invalid TOML: "
-                           f"{what}; fix the syntax there (https://toml.io)"]) from None
+        raise _error([f"{path.name}:{found['line']}:{found['column']}: invalid TOML: "
+                      f"{what}; fix the syntax there (https://toml.io)"]) from None
+    except RecursionError:  # tomllib recurses once per level of nested arrays/inline tables
+        raise _error([f"{path.name}: invalid TOML: arrays or inline tables nested too deeply; "
+                      "flatten them"]) from None
     reader = _Reader(path)
     release = reader.release(data)
     if reader.problems or release is None:
-        raise ConfigError(reader.problems)
+        raise _error(reader.problems)
     return release
 
 
@@ -280,7 +300,7 @@ class _Reader:
 
     def fail(self, key: str, message: str) -> None:
         where = f"{self.path.name}: {key}: " if key else f"{self.path.name}: "
-        self.problems.append(where + message)
+        self.problems.append(_one_line(where + message))
 
     def table(self, data: Mapping[str, Any], key: str, where: str, allowed: tuple[str, ...]) -> \
             dict[str, Any] | None:
@@ -333,6 +353,8 @@ class _Reader:
                 self.fail(f"{where}.env.{name}", "not a valid environment variable name")
             elif not isinstance(item, str):
                 self.fail(f"{where}.env.{name}", f"expected str, got {_type_name(item)}")
+            elif "\0" in item:
+                self.no_nul((item,), f"{where}.env.{name}")
             else:
                 result.append((name, item))
         return tuple(result)
@@ -341,6 +363,45 @@ class _Reader:
         for name in names:
             if not _is_relative_inside(name):
                 self.fail(where, f"'{name}' must be a relative path inside the app directory")
+
+    def no_nul(self, values: tuple[str, ...], where: str) -> None:
+        for value in values:
+            if "\0" in value:
+                self.fail(where, f"'{value}' contains a NUL character, which no program "
+                          "argument or environment value can hold; remove it")
+
+    def resolved(self, key: str, name: str, relative: PurePosixPath, fix: str, *,
+                 directory: bool = False) -> PurePosixPath | None:
+        """``relative`` (lexically inside the repository) with symbolic links followed: a
+        problem when it leaves the repository, or, for a ``directory``, when it is not where
+        its name says (git, our ignore list and `doit clean` go by the name)."""
+        root = self.path.parent
+        try:
+            top = root.resolve()
+            real = (root / relative).resolve()
+        except RuntimeError:  # pathlib's "Symlink loop"
+            self.fail(key, f"'{name}' cannot be resolved (a symbolic link loop); fix the path")
+            return None
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            self.fail(key, f"'{name}' cannot be resolved ({reason}); fix the path")
+            return None
+        if not real.is_relative_to(top):
+            self.fail(key, f"'{name}' resolves to {real}, outside the repository; {fix}")
+            return None
+        inside = PurePosixPath(real.relative_to(top).as_posix())
+        if directory and inside != relative:
+            self.fail(key, f"'{name}' resolves to '{inside}' through a symbolic link; write "
+                      f"'{inside}'")
+            return None
+        return inside
+
+    def resolved_files(self, names: tuple[str, ...], where: str,
+                       app_dir: PurePosixPath) -> None:
+        for name in names:
+            if _is_relative_inside(name):
+                self.resolved(where, name, app_dir / name,
+                              "list files inside the repository")
 
     # -- sections -----------------------------------------------------------------
 
@@ -351,10 +412,27 @@ class _Reader:
         targets = self.targets(data, project)
         registry = self.registry(data)
         store = self.store(data)
+        if project is not None:
+            self.inside_repository(project, builder, targets, store)
         if project is None or builder is None or self.problems:
             return None
         return Release(path=self.path, project=project, builder=builder, targets=targets,
                        registry=registry, store=store)
+
+    def inside_repository(self, project: Project, builder: Builder | None,
+                          targets: tuple[Target, ...], store: StoreConfig) -> None:
+        """Listed files resolve inside the repository, and the store holds no sources."""
+        app_dir = project.app_dir
+        if builder is not None:
+            self.resolved_files(builder.sdkconfig_defaults, "builder.sdkconfig_defaults",
+                                app_dir)
+        for index, target in enumerate(targets):
+            self.resolved_files(target.files, f"targets[{index}].files", app_dir)
+            self.resolved_files(target.sdkconfig_defaults,
+                                f"targets[{index}].sdkconfig_defaults", app_dir)
+        if not store.is_s3 and PurePosixPath(store.url) in (app_dir, *app_dir.parents):
+            self.fail("store.url", f"'{store.url}' contains the app directory '{app_dir}'; "
+                      'name a directory outside it (e.g. "dist")')
 
     def project(self, data: dict[str, Any]) -> Project | None:
         table = self.table(data, "project", "", ("name", "app_type", "version", "app_dir",
@@ -386,10 +464,13 @@ class _Reader:
                 self.fail("project.app_dir", f"'{app_dir}' must be a relative path inside "
                           "the repository")
             else:
-                app_path = PurePosixPath(app_dir)
-                if not (self.path.parent / app_path).is_dir():
+                app_path = self.resolved("project.app_dir", app_dir, PurePosixPath(app_dir),
+                                         "point it at a directory inside the repository",
+                                         directory=True)
+                if app_path is not None and not _is_dir(self.path.parent / app_path):
                     self.fail("project.app_dir", f"directory '{app_dir}' does not exist; "
                               "create it or fix the path (relative to the repository root)")
+                    app_path = None
         if name is None or app_type is None or version is None or app_path is None:
             return None
         return Project(name=name, app_type=app_type, version=version, app_dir=app_path,
@@ -413,21 +494,22 @@ class _Reader:
                 self.fail("builder.command", "missing; the command builder needs an argv list, "
                           'e.g. ["python3", "build.py", "--build-dir", "{build_dir}"]')
             for arg in command:
-                try:
-                    arg.format_map(dict.fromkeys(PLACEHOLDERS, ""))
-                except (KeyError, ValueError, IndexError) as exc:
-                    self.fail("builder.command", f"'{arg}': bad placeholder {exc}; known "
-                              f"placeholders: {', '.join('{' + p + '}' for p in PLACEHOLDERS)}")
+                problem = _placeholder_problem(arg)
+                if problem is not None:
+                    self.fail("builder.command", problem)
         elif len(command) > 1:
             self.fail("builder.command", "the idf builder takes one program (the idf.py to run)")
+        self.no_nul(command, "builder.command")
         sdkconfig_defaults = self.strings(table, "sdkconfig_defaults", "builder")
         self.relative_files(sdkconfig_defaults, "builder.sdkconfig_defaults")
+        toolchain = self.strings(table, "toolchain", "builder")
+        self.no_nul(toolchain, "builder.toolchain")
         return Builder(
             kind=cast("BuilderKind", kind),
             command=command or ("idf.py",),
             env=self.env(table, "builder"),
             sdkconfig_defaults=sdkconfig_defaults,
-            toolchain=self.strings(table, "toolchain", "builder"),
+            toolchain=toolchain,
             pass_env=self.strings(table, "pass_env", "builder"),
         )
 
@@ -491,9 +573,10 @@ class _Reader:
         timeout = self.get(table, "timeout", "registry", float, 10.0)
         allow_dirty = bool(self.get(table, "allow_dirty", "registry", bool, False))
         force = bool(self.get(table, "force", "registry", bool, False))
-        if repository is not None and not _REPOSITORY.fullmatch(repository):
-            self.fail("registry.repository", f"'{repository}' is not host[:port]/path with a "
-                      "lower-case path (e.g. harbor.example.com/cloud-iot/hello)")
+        problem = None if repository is None else _repository_problem(repository)
+        if problem is not None:
+            self.fail("registry.repository", f"'{repository}' is {problem}"
+                      if problem == _NOT_A_REPOSITORY else f"'{repository}': {problem}")
             return None
         if timeout is not None and not 0 < timeout <= 300:
             self.fail("registry.timeout", f"{timeout} is out of range; use 1 to 300 seconds")
@@ -502,15 +585,42 @@ class _Reader:
         return RegistryConfig(repository=repository, insecure=insecure, ca_bundle=ca_bundle,
                               timeout=timeout, allow_dirty=allow_dirty, force=force)
 
+    def store_dir(self, url: str) -> str:
+        """A local store: a directory inside the repository (not .git, not the root itself),
+        written the one normalised way our ignore list and `doit clean` compare."""
+        if not _is_relative_inside(url, allow_dot=True):
+            self.fail("store.url", f"'{url}' is not a directory inside the repository; write a "
+                      'path relative to the repository root (e.g. "dist") or an s3:// URL')
+            return DEFAULT_STORE
+        path = PurePosixPath(url)
+        if path.parts == ():
+            self.fail("store.url", f"'{url}' is the repository root itself; name a directory "
+                      'in it (e.g. "dist")')
+            return DEFAULT_STORE
+        if ".git" in path.parts:
+            self.fail("store.url", f"'{url}' is inside .git; name a directory outside it (e.g. "
+                      '"dist")')
+            return DEFAULT_STORE
+        # build/ is ours: where it lives (a CI cache may link it elsewhere) is not the store's
+        if path != PurePosixPath(DEFAULT_STORE) and self.resolved(
+                "store.url", url, path, 'name a directory inside the repository (e.g. "dist") '
+                "or use an s3:// URL", directory=True) is None:
+            return DEFAULT_STORE
+        return path.as_posix()
+
     def store(self, data: dict[str, Any]) -> StoreConfig:
         table = self.table(data, "store", "", ("url", "endpoint_url", "region", "create_bucket"))
         if table is None:
             return StoreConfig()
-        url = self.get(table, "url", "store", str) or "build/store"
+        url = self.get(table, "url", "store", str, DEFAULT_STORE) or ""
         endpoint = self.get(table, "endpoint_url", "store", str)
         region = self.get(table, "region", "store", str)
         create = self.get(table, "create_bucket", "store", bool, False)
-        if url.startswith("s3://"):
+        if not url:
+            self.fail("store.url", "empty; remove the key for the default directory "
+                      f'{DEFAULT_STORE}, or name a directory (e.g. "dist") or an s3:// URL')
+            url = DEFAULT_STORE
+        elif url.startswith("s3://"):
             bucket = url[5:].split("/", 1)[0]
             if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
                 self.fail("store.url", f"'{bucket}' is not a valid S3 bucket name (3 to 63 "
@@ -518,6 +628,8 @@ class _Reader:
         elif "://" in url:
             self.fail("store.url", f"'{url}': only s3:// URLs and local directories are "
                       "supported")
+        else:
+            url = self.store_dir(url)
         if endpoint is not None and not endpoint.startswith(("http://", "https://")):
             self.fail("store.endpoint_url", f"'{endpoint}' must start with http:// or https://")
         return StoreConfig(url=url, endpoint_url=endpoint, region=region,
@@ -551,16 +663,16 @@ def apply_overrides(release: Release, environ: Mapping[str, str],
     if repository is not None:
         shown = f"registry={repository}" if cli_repository else \
             f"ESP32TASKS_REGISTRY={repository}"
-        if not _REPOSITORY.fullmatch(repository):
-            problems.append(f"{shown}: not host[:port]/path with a lower-case path (e.g. "
-                            "harbor.example.com/cloud-iot/hello)")
+        problem = _repository_problem(repository)
+        if problem is not None:
+            problems.append(f"{shown}: {problem}")
         else:
             registry = (RegistryConfig(repository=repository, source=source) if registry is None
                         else replace(registry, repository=repository, source=source))
     # credentials matter only where there is a registry to send them to
     login = _login(environ, problems) if registry is not None else None
     if problems:
-        raise ConfigError(problems)
+        raise _error(problems)
     store = replace(release.store, force=True) if force else release.store
     if registry is None:
         return replace(release, store=store)
@@ -601,6 +713,116 @@ def _type_name(value: object) -> str:
 
 def _is_relative_inside(name: str, *, allow_dot: bool = False) -> bool:
     path = PurePosixPath(name)
-    if not name or path.is_absolute() or "\\" in name or ".." in path.parts:
+    if not name or "\0" in name or path.is_absolute() or "\\" in name or ".." in path.parts:
         return False
     return allow_dot or path.parts != ()
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # a name too long for the file system, say: not a directory of ours
+        return False
+
+
+def _placeholder_problem(arg: str) -> str | None:
+    """What is wrong with the placeholders of the argv template ``arg``, if anything.
+
+    Exactly ``{target}``, ``{chip}``, ``{build_dir}`` and ``{version}``, and ``{{``/``}}``
+    for braces: str.format would also look up attributes (``{target.__class__}``) and
+    indexes, and apply conversions and format specs.
+    """
+    known = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
+    try:
+        fields = [(name, conversion, spec) for _, name, spec, conversion
+                  in string.Formatter().parse(arg) if name is not None]
+    except ValueError as exc:
+        return (f"'{arg}': not a valid template ({exc}); write {{{{ and }}}} for literal "
+                "braces")
+    for name, conversion, spec in fields:
+        written = "{" + name + (f"!{conversion}" if conversion else "") + \
+            (f":{spec}" if spec else "") + "}"
+        base = re.split(r"[.\[]", name, maxsplit=1)[0]
+        if base not in PLACEHOLDERS:
+            return f"'{arg}': bad placeholder '{name}'; known placeholders: {known}"
+        if name != base:
+            return (f"'{arg}': placeholder '{written}' looks up an attribute or index; write "
+                    f"just {{{base}}}")
+        if conversion or spec:
+            return (f"'{arg}': placeholder '{written}' has a conversion or format spec; write "
+                    f"just {{{base}}}")
+    return None
+
+
+def substitute(template: str, values: Mapping[str, str]) -> str:
+    """``template`` with its placeholders replaced by ``values`` and ``{{``/``}}`` by braces:
+    names only, never an attribute, index, conversion or format spec (str.format does all
+    of them). Raises :class:`ConfigError` for a template :func:`parse` would refuse."""
+    problem = _placeholder_problem(template)
+    if problem is not None:
+        raise _error([f"builder.command: {problem}"])
+    return "".join(literal + ("" if name is None else values[name])
+                   for literal, name, _, _ in string.Formatter().parse(template))
+
+
+def _repository_problem(repository: str) -> str | None:
+    """What keeps ``repository`` from being a ``host[:port]/path`` of distribution's
+    reference grammar that oras-py parses the same way, if anything."""
+    host_port, slash, path = repository.partition("/")
+    found = _HOST_PORT.fullmatch(host_port)
+    host, port = (found["host"], found["port"]) if found else ("", None)
+    if not (slash and host and _REPOSITORY_PATH.fullmatch(path)) or \
+            (port is not None and not (port.isascii() and port.isdigit())):
+        problem: str | None = _NOT_A_REPOSITORY
+    elif port is not None and (len(port.lstrip("0")) > 5 or not 1 <= int(port) <= 65535):
+        problem = f"port {port} is out of range; use a port from 1 to 65535"
+    elif not _valid_host(host):
+        problem = (f"host '{host}' is not a domain name, an IPv4 address or a bracketed IPv6 "
+                   "address; fix the host (e.g. harbor.example.com, 10.0.0.5:5000 or "
+                   "[fd00::5]:5000)")
+    elif port is None and "." not in host and not host.startswith("["):
+        # oras-py (like docker) reads a first component without '.' or ':' as a path
+        problem = (f"host '{host}' has no '.' and no port, so registry clients would read it "
+                   "as part of the path; write the full host name (harbor.example.com) or add "
+                   "the port (localhost:5000)")
+    elif len(repository) > MAX_REPOSITORY_LENGTH:
+        problem = (f"{len(repository)} characters, over the {MAX_REPOSITORY_LENGTH} a "
+                   "repository name may have; shorten it")
+    else:
+        problem = None
+    return problem
+
+
+def _valid_host(host: str) -> bool:
+    if host.startswith("["):
+        inner = host[1:-1]
+        try:
+            return _IPV6.fullmatch(inner) is not None and bool(ipaddress.IPv6Address(inner))
+        except ValueError:
+            return False
+    if not _DOMAIN.fullmatch(host):
+        return False
+    if host.rsplit(".", 1)[-1].isdigit():  # no top-level domain is numeric: an IPv4 address
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return False
+    return True
+
+
+#: What a message must not carry raw: line breaks, other control characters, invisible
+#: format characters (a right-to-left override) and lone surrogates (unprintable).
+_UNPRINTABLE: Final = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def _one_line(text: str) -> str:
+    """``text`` with every character of :data:`_UNPRINTABLE` written as its escape: a
+    message is one line on any terminal, whatever the file or the environment held."""
+    if text.isprintable():
+        return text
+    return "".join(ascii(ch)[1:-1] if unicodedata.category(ch) in _UNPRINTABLE else ch
+                   for ch in text)
+
+
+def _error(problems: list[str]) -> ConfigError:
+    return ConfigError([_one_line(problem) for problem in problems])

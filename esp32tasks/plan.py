@@ -5,15 +5,17 @@ Actions never re-derive a path, tag or key; they read them from a :class:`Step`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
-from esp32tasks.config import Release, Target
+from esp32tasks.config import DEFAULT_STORE, Release, Target
 from esp32tasks.errors import ConfigError
 from esp32tasks.gitinfo import GitState
 
 __all__ = [
     "BUILD_DIR",
+    "RESERVED",
     "STATE_FILE",
     "Plan",
     "Step",
@@ -31,6 +33,15 @@ OCI_DIR = BUILD_DIR / "oci"
 STATE_FILE = (BUILD_DIR / "doit-state.sqlite3").as_posix()
 #: What git said last time, with the stat signature that keeps it valid.
 GIT_CACHE = BUILD_DIR / "gitstate.json"
+#: The store directory when targets.toml names none.
+STORE_DIR = PurePosixPath(DEFAULT_STORE)
+#: What else lives in build/ beside the targets' build dirs: the state's lock
+#: (tasks.state) and sqlite's rollback journal. A target of one of these names would build
+#: into (and `doit clean` would delete) esp32tasks' own files.
+RESERVED = frozenset(path.name for path in (
+    RECEIPTS, OCI_DIR, STORE_DIR, GIT_CACHE, PurePosixPath(STATE_FILE),
+    PurePosixPath(f"{STATE_FILE}.lock"), PurePosixPath(f"{STATE_FILE}-journal"),
+) if path.parent == BUILD_DIR)
 
 
 def image_tag(target: str, app_type: str, version: str, git: GitState) -> str:
@@ -82,9 +93,11 @@ class Plan:
 
 
 def expand(release: Release, git: GitState) -> Plan:
-    """Decide every name. Raises :class:`ConfigError` for per-target files that are missing."""
+    """Decide every name. Raises :class:`ConfigError` for per-target files that are missing,
+    and for config that would put the user's files among ours in build/ (every problem)."""
     project = release.project
     app_dir = project.app_dir
+    problems = _app_in_build(release)
     # A file some target claims belongs to the targets that claim it, and no other.
     claimed = {_under(app_dir, f) for t in release.targets for f in t.own_files}
     # targets.toml's settings reach each task through config_changed, not as a file
@@ -92,14 +105,17 @@ def expand(release: Release, git: GitState) -> Plan:
     shared = tuple(f for f in git.files if f not in claimed)
     release_prefix = f"{project.name}/{project.app_type}-{project.version}/"
     steps = []
-    problems = []
     for index, target in enumerate(release.targets):
+        if target.name in RESERVED:
+            problems.append(f"{release.path.name}: targets[{index}].name: '{target.name}' is "
+                            f"reserved ({BUILD_DIR / target.name} is esp32tasks' own); give "
+                            "the target another name")
         own = tuple(_under(app_dir, f) for f in target.own_files)
         for name, path in zip(target.own_files, own, strict=True):
-            if (release.root / path).is_dir():
+            if _is(release.root / path, Path.is_dir):
                 problems.append(f"{release.path.name}: targets[{index}]: '{name}' is a "
                                 f"directory in {app_dir}; list the files in it, one by one")
-            elif not (release.root / path).is_file():
+            elif not _is(release.root / path, Path.is_file):
                 problems.append(f"{release.path.name}: targets[{index}]: file '{name}' does "
                                 f"not exist in {app_dir}; create it or remove it from the list")
         build_dir = BUILD_DIR / target.name
@@ -116,6 +132,7 @@ def expand(release: Release, git: GitState) -> Plan:
             tag=image_tag(target.name, project.app_type, project.version, git),
             store_prefix=f"{release_prefix}{target.name}/artifacts/",
         ))
+    problems += _store_in_build(release)
     if problems:
         raise ConfigError(problems)
     return Plan(
@@ -132,6 +149,37 @@ def expand(release: Release, git: GitState) -> Plan:
 
 def _under(app_dir: PurePosixPath, name: str) -> str:
     return (app_dir / name).as_posix()
+
+
+def _is(path: Path, test: Callable[[Path], bool]) -> bool:
+    try:
+        return test(path)
+    except OSError:  # e.g. a name too long for the file system: it is no file of ours
+        return False
+
+
+def _in_build(path: PurePosixPath) -> bool:
+    return path.parts[:1] == BUILD_DIR.parts
+
+
+# build/ is ours: `doit clean` deletes in it and git never sees it. Only the default store
+# may live there, and no app.
+
+def _app_in_build(release: Release) -> list[str]:
+    app_dir = release.project.app_dir
+    if not _in_build(app_dir):
+        return []
+    return [f"{release.path.name}: project.app_dir: '{app_dir}' is in {BUILD_DIR}/, which "
+            f"esp32tasks owns (doit clean deletes there); move the app out of {BUILD_DIR}/"]
+
+
+def _store_in_build(release: Release) -> list[str]:
+    store = PurePosixPath(release.store.url)
+    if release.store.is_s3 or not _in_build(store) or store == STORE_DIR:
+        return []
+    return [f"{release.path.name}: store.url: '{store}' is in {BUILD_DIR}/, which esp32tasks "
+            f'owns; use "{STORE_DIR}" (the default) or a directory outside {BUILD_DIR}/ '
+            '(e.g. "dist")']
 
 
 def index_annotations(plan: Plan) -> dict[str, str]:

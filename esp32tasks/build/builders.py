@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from esp32tasks.config import Release, Target
+from esp32tasks.config import Release, Target, substitute
 from esp32tasks.errors import BuildError
 
 __all__ = [
@@ -63,7 +63,7 @@ def build_argv(release: Release, target: Target, build_dir: str) -> list[str]:
         return [*argv, "build"]
     values = {"target": target.name, "chip": target.chip, "build_dir": build_dir,
               "version": release.project.version}
-    return [arg.format_map(values) for arg in builder.command]
+    return [substitute(arg, values) for arg in builder.command]
 
 
 def build_env(release: Release, target: Target,

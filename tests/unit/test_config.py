@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from esp32tasks.config import (
     CLI_PARAMETERS,
+    DEFAULT_STORE,
     KNOWN_CHIPS,
     VARIABLES,
     Login,
@@ -18,6 +20,7 @@ from esp32tasks.config import (
     load,
     parse,
     parse_bool,
+    substitute,
 )
 from esp32tasks.errors import ConfigError
 
@@ -404,3 +407,246 @@ def test_parse_bool_refuses_anything_else(value: str) -> None:
         parse_bool("ESP32TASKS_X", value)
     assert str(info.value) == (f"ESP32TASKS_X={value!r}: not a boolean; use 1, true, yes or "
                                "on (or 0, false, no or off)")
+
+
+# -- config that cannot hurt: the store, paths, placeholders, the repository (issue 9) -----
+
+def store_error(root: Path, url: str) -> str:
+    return error(root, GOOD + f"[store]\nurl = {json.dumps(url)}\n")
+
+
+def test_every_spelling_of_a_store_dir_is_one_path(root: Path) -> None:
+    """Our ignore list and `doit clean` compare the normalised path."""
+    spellings = ["./dist", "dist", "dist/", "dist//", "./dist/.", "./dist/"]
+    assert {url: parse_in(root, GOOD + f'[store]\nurl = "{url}"\n').store.url
+            for url in spellings} == dict.fromkeys(spellings, "dist")
+
+
+def test_the_default_store_dir(root: Path) -> None:
+    assert parse_in(root, GOOD + "[store]\n").store.url == DEFAULT_STORE == "build/store"
+    assert parse_in(root, GOOD + '[store]\nurl = "./build/store/"\n').store.url == DEFAULT_STORE
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    pytest.param("", "targets.toml: store.url: empty; remove the key for the default directory "
+                 'build/store, or name a directory (e.g. "dist") or an s3:// URL', id="empty"),
+    *(pytest.param(url, f"targets.toml: store.url: '{url}' is not a directory inside the "
+                   'repository; write a path relative to the repository root (e.g. "dist") or '
+                   "an s3:// URL", id=f"outside-{url}")
+      for url in ("/tmp/firmware", "../x", "dist/../../x", "..", "dist\\win")),
+    *(pytest.param(url, f"targets.toml: store.url: '{url}' is the repository root itself; "
+                   'name a directory in it (e.g. "dist")', id=f"root-{url}")
+      for url in (".", "./")),
+    *(pytest.param(url, f"targets.toml: store.url: '{url}' is inside .git; name a directory "
+                   'outside it (e.g. "dist")', id=f"git-{url}")
+      for url in (".git", ".git/store", "sub/.git/x")),
+    pytest.param("app", "targets.toml: store.url: 'app' contains the app directory 'app'; name "
+                 'a directory outside it (e.g. "dist")', id="is-the-app-dir"),
+])
+def test_bad_store_dir(root: Path, url: str, message: str) -> None:
+    assert store_error(root, url) == message
+
+
+def test_a_store_dir_that_contains_the_app_dir(root: Path) -> None:
+    (root / "fw" / "hello").mkdir(parents=True)
+    text = GOOD.replace('app_dir = "app"', 'app_dir = "fw/hello"') + '[store]\nurl = "fw"\n'
+    assert error(root, text) == ("targets.toml: store.url: 'fw' contains the app directory "
+                                 "'fw/hello'; name a directory outside it (e.g. \"dist\")")
+
+
+def test_a_store_dir_inside_the_app_dir_is_fine(root: Path) -> None:
+    assert parse_in(root, GOOD + '[store]\nurl = "app/dist"\n').store.url == "app/dist"
+
+
+def test_a_store_dir_linked_out_of_the_repository(root: Path,
+                                                  tmp_path_factory: pytest.TempPathFactory) -> None:
+    outside = tmp_path_factory.mktemp("outside").resolve()
+    (root / "dist").symlink_to(outside)
+    assert store_error(root, "dist") == (
+        f"targets.toml: store.url: 'dist' resolves to {outside}, outside the repository; name "
+        'a directory inside the repository (e.g. "dist") or use an s3:// URL')
+    assert store_error(root, "dist/sub") == (
+        f"targets.toml: store.url: 'dist/sub' resolves to {outside}/sub, outside the "
+        'repository; name a directory inside the repository (e.g. "dist") or use an s3:// URL')
+
+
+def test_a_store_dir_linked_elsewhere_in_the_repository(root: Path) -> None:
+    (root / "real").mkdir()
+    (root / "dist").symlink_to("real")
+    assert store_error(root, "./dist/") == (
+        "targets.toml: store.url: './dist/' resolves to 'real' through a symbolic link; write "
+        "'real'")
+
+
+def test_a_store_dir_in_a_symbolic_link_loop(root: Path) -> None:
+    (root / "loop").symlink_to("loop")
+    assert store_error(root, "loop") == (
+        "targets.toml: store.url: 'loop' cannot be resolved (a symbolic link loop); fix the path")
+
+
+def test_an_app_dir_linked_to_etc(root: Path) -> None:
+    (root / "fw").symlink_to("/etc")
+    assert error(root, GOOD.replace('app_dir = "app"', 'app_dir = "fw"')) == (
+        f"targets.toml: project.app_dir: 'fw' resolves to {Path('/etc').resolve()}, outside the "
+        "repository; point it at a directory inside the repository")
+
+
+def test_an_app_dir_linked_elsewhere_in_the_repository(root: Path) -> None:
+    """git lists no file under a link: the build would have no sources."""
+    (root / "fw").symlink_to("app")
+    assert error(root, GOOD.replace('app_dir = "app"', 'app_dir = "fw"')) == (
+        "targets.toml: project.app_dir: 'fw' resolves to 'app' through a symbolic link; write "
+        "'app'")
+
+
+@pytest.mark.parametrize(("section", "key"), [
+    ("[[targets]]\nname = \"esp32c6\"\n", "targets[1].files"),
+    ("[[targets]]\nname = \"esp32c6\"\n", "targets[1].sdkconfig_defaults"),
+])
+def test_a_listed_file_linked_out_of_the_repository(root: Path, section: str, key: str) -> None:
+    (root / "app" / "secret").symlink_to("/etc/passwd")
+    (root / "app" / "sdk.c6").write_text("x")  # a link inside the repository is fine
+    (root / "app" / "linked").symlink_to("sdk.c6")
+    text = GOOD + section + f'{key.rpartition(".")[2]} = ["linked", "secret"]\n'
+    assert error(root, text) == (
+        f"targets.toml: {key}: 'secret' resolves to {Path('/etc/passwd').resolve()}, outside "
+        "the repository; list files inside the repository")
+
+
+def test_builder_sdkconfig_defaults_linked_out_of_the_repository(root: Path) -> None:
+    (root / "app" / "defaults").symlink_to("/etc/hostname")
+    text = GOOD.replace('kind = "command"', 'kind = "command"\nsdkconfig_defaults = ["defaults"]')
+    assert error(root, text) == (
+        "targets.toml: builder.sdkconfig_defaults: 'defaults' resolves to "
+        f"{Path('/etc/hostname').resolve()}, outside the repository; list files inside the "
+        "repository")
+
+
+def command_error(root: Path, arg: str) -> str:
+    return error(root, GOOD.replace('"{build_dir}"', json.dumps(arg)))
+
+
+@pytest.mark.parametrize(("arg", "problem"), [
+    ("{target.__class__}", "placeholder '{target.__class__}' looks up an attribute or index; "
+     "write just {target}"),
+    ("--{chip.__class__.__mro__}", "placeholder '{chip.__class__.__mro__}' looks up an "
+     "attribute or index; write just {chip}"),
+    ("{target[0]}", "placeholder '{target[0]}' looks up an attribute or index; write just "
+     "{target}"),
+    ("{target!r}", "placeholder '{target!r}' has a conversion or format spec; write just "
+     "{target}"),
+    ("{version:>10}", "placeholder '{version:>10}' has a conversion or format spec; write just "
+     "{version}"),
+    ("{build_dir!s:{chip}}", "placeholder '{build_dir!s:{chip}}' has a conversion or format "
+     "spec; write just {build_dir}"),
+    ("{}", "bad placeholder ''; known placeholders: {target}, {chip}, {build_dir}, {version}"),
+    ("{0}", "bad placeholder '0'; known placeholders: {target}, {chip}, {build_dir}, "
+     "{version}"),
+    ("a}b", "not a valid template (Single '}' encountered in format string); write {{ and }} "
+     "for literal braces"),
+    ("{target", "not a valid template (expected '}' before end of string); write {{ and }} "
+     "for literal braces"),
+])
+def test_placeholders_are_names_only(root: Path, arg: str, problem: str) -> None:
+    assert command_error(root, arg) == f"targets.toml: builder.command: '{arg}': {problem}"
+
+
+def test_placeholder_escapes_stay_allowed(root: Path) -> None:
+    release = parse_in(root, GOOD.replace('"{build_dir}"', '"{{x}}={target}", "}}{{"'))
+    assert release.builder.command[-2:] == ("{{x}}={target}", "}}{{")
+
+
+def test_substitute_fills_names_and_braces_only() -> None:
+    values = {"target": "esp32c3", "chip": "esp32c3", "build_dir": "b", "version": "1"}
+    assert substitute("{{{target}}}-{chip}/{build_dir}:{version}}}", values) == (
+        "{esp32c3}-esp32c3/b:1}")
+    with pytest.raises(ConfigError) as info:
+        substitute("{target.__class__}", values)
+    assert str(info.value) == ("builder.command: '{target.__class__}': placeholder "
+                               "'{target.__class__}' looks up an attribute or index; write just "
+                               "{target}")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    pytest.param(GOOD.replace('"{build_dir}"', '"a\\u0000b"'),
+                 "targets.toml: builder.command: 'a\\x00b' contains a NUL character, which no "
+                 "program argument or environment value can hold; remove it", id="command"),
+    pytest.param(GOOD.replace('kind = "command"', 'kind = "command"\ntoolchain = ["gcc\\u0000"]'),
+                 "targets.toml: builder.toolchain: 'gcc\\x00' contains a NUL character, which "
+                 "no program argument or environment value can hold; remove it", id="toolchain"),
+    pytest.param(GOOD + 'env = { CFLAGS = "-O2\\u0000" }\n',
+                 "targets.toml: targets[0].env.CFLAGS: '-O2\\x00' contains a NUL character, "
+                 "which no program argument or environment value can hold; remove it",
+                 id="env"),
+    pytest.param(GOOD.replace('app_dir = "app"', 'app_dir = "a\\u0000"'),
+                 "targets.toml: project.app_dir: 'a\\x00' must be a relative path inside the "
+                 "repository", id="app-dir"),
+    pytest.param(GOOD + 'files = ["x\\u0000"]\n',
+                 "targets.toml: targets[0].files: 'x\\x00' must be a relative path inside the "
+                 "app directory", id="file"),
+])
+def test_nul_characters_are_refused(root: Path, text: str, message: str) -> None:
+    assert error(root, text) == message
+
+
+def test_a_message_is_one_line_whatever_the_file_held(root: Path) -> None:
+    text = GOOD.replace('name = "hello"', 'name = "a\\nb\\u2028c\\u202ed"')
+    assert error(root, text) == (
+        "targets.toml: project.name: 'a\\nb\\u2028c\\u202ed' is not a safe path component; use "
+        "letters, digits, '.', '_' and '-', starting with a letter or digit")
+
+
+def test_toml_nested_too_deeply(root: Path) -> None:
+    assert error(root, "a = " + "[" * 2000 + "]" * 2000) == (
+        "targets.toml: invalid TOML: arrays or inline tables nested too deeply; flatten them")
+
+
+REPOSITORY_PROBLEMS = [
+    pytest.param("127.0.0.1:999999/x", "port 999999 is out of range; use a port from 1 to "
+                 "65535", id="port-too-big"),
+    pytest.param("registry.test:0/x", "port 0 is out of range; use a port from 1 to 65535",
+                 id="port-zero"),
+    pytest.param("a..b/x", "host 'a..b' is not a domain name, an IPv4 address or a bracketed "
+                 "IPv6 address; fix the host (e.g. harbor.example.com, 10.0.0.5:5000 or "
+                 "[fd00::5]:5000)", id="empty-domain-component"),
+    pytest.param("-a.test/x", "host '-a.test' is not a domain name, an IPv4 address or a "
+                 "bracketed IPv6 address; fix the host (e.g. harbor.example.com, 10.0.0.5:5000 "
+                 "or [fd00::5]:5000)", id="leading-dash"),
+    pytest.param("300.1.1.1:5000/x", "host '300.1.1.1' is not a domain name, an IPv4 address "
+                 "or a bracketed IPv6 address; fix the host (e.g. harbor.example.com, "
+                 "10.0.0.5:5000 or [fd00::5]:5000)", id="bad-ipv4"),
+    pytest.param("[::g]:5000/x", "host '[::g]' is not a domain name, an IPv4 address or a "
+                 "bracketed IPv6 address; fix the host (e.g. harbor.example.com, 10.0.0.5:5000 "
+                 "or [fd00::5]:5000)", id="bad-ipv6"),
+    pytest.param("localhost/x", "host 'localhost' has no '.' and no port, so registry clients "
+                 "would read it as part of the path; write the full host name "
+                 "(harbor.example.com) or add the port (localhost:5000)", id="dotless-host"),
+    pytest.param("r.test/" + "a" * 249, "256 characters, over the 255 a repository name may "
+                 "have; shorten it", id="too-long"),
+]
+
+
+@pytest.mark.parametrize(("repository", "problem"), REPOSITORY_PROBLEMS)
+def test_repository_grammar_in_the_file(root: Path, repository: str, problem: str) -> None:
+    text = GOOD + f'[registry]\nrepository = "{repository}"\n'
+    assert error(root, text) == f"targets.toml: registry.repository: '{repository}': {problem}"
+
+
+@pytest.mark.parametrize(("repository", "problem"), REPOSITORY_PROBLEMS)
+def test_repository_grammar_in_the_overrides(root: Path, repository: str, problem: str) -> None:
+    assert override_error(root, {"ESP32TASKS_REGISTRY": repository}) == (
+        f"ESP32TASKS_REGISTRY={repository}: {problem}")
+    assert override_error(root, {}, {"registry": repository}) == (
+        f"registry={repository}: {problem}")
+
+
+@pytest.mark.parametrize("repository", [
+    "localhost:5000/x", "127.0.0.1:5000/cloud-iot/hello", "[::1]:5000/x", "[fd00::5]/a/b",
+    "harbor.example.com/a_b/c__d/e--f.g", "Registry.Test:65535/x", "r.test/" + "a" * 248,
+    "xn--bcher-kva.example/x"])
+def test_repository_grammar_accepts(root: Path, repository: str) -> None:
+    release = parse_in(root, GOOD + f'[registry]\nrepository = "{repository}"\n')
+    assert release.registry is not None
+    assert release.registry.repository == repository
+    assert overridden(root, {"ESP32TASKS_REGISTRY": repository}).registry.repository == (  # type: ignore[union-attr]
+        repository)

@@ -8,10 +8,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from esp32tasks.config import MAX_TAG_LENGTH, TAG_SUFFIX_MAX, parse
+from esp32tasks.config import DEFAULT_STORE, MAX_TAG_LENGTH, TAG_SUFFIX_MAX, parse
 from esp32tasks.errors import ConfigError
 from esp32tasks.gitinfo import GitState
-from esp32tasks.plan import expand, image_tag, index_tag
+from esp32tasks.plan import (
+    GIT_CACHE,
+    OCI_DIR,
+    RECEIPTS,
+    RESERVED,
+    STATE_FILE,
+    expand,
+    image_tag,
+    index_tag,
+)
 
 GIT = GitState(revision="0123456789abcdef0123456789abcdef01234567", dirty=False,
                commit_time="2026-01-01T00:00:00Z",
@@ -84,3 +93,77 @@ def test_plan_missing_per_target_file(tmp_path: Path) -> None:
         expand(parse(PLAN_TOML, tmp_path / "targets.toml"), GIT)
     assert str(info.value) == ("targets.toml: targets[0]: file 'sdk.c6' does not exist in app; "
                                "create it or remove it from the list")
+
+
+# -- build/ is ours: no target, store or app among our files (issue 9) ---------------------
+
+def plan_error(tmp_path: Path, text: str) -> str:
+    (tmp_path / "app").mkdir(exist_ok=True)
+    for name in ("sdk.c6", "sdk.r8"):
+        (tmp_path / "app" / name).write_text("x")
+    with pytest.raises(ConfigError) as info:
+        expand(parse(text, tmp_path / "targets.toml"), GIT)
+    return str(info.value)
+
+
+def test_reserved_names_are_what_lives_in_build() -> None:
+    assert {"oci", "receipts", "store", "gitstate.json", "doit-state.sqlite3",
+            "doit-state.sqlite3.lock", "doit-state.sqlite3-journal"} == RESERVED
+    assert {RECEIPTS.name, OCI_DIR.name, GIT_CACHE.name, PurePosixPath(STATE_FILE).name,
+            PurePosixPath(DEFAULT_STORE).name} <= RESERVED
+
+
+@pytest.mark.parametrize("name", sorted(RESERVED))
+def test_a_target_named_like_our_own_files(tmp_path: Path, name: str) -> None:
+    text = PLAN_TOML + f'[[targets]]\nname = "{name}"\nchip = "esp32c3"\n'
+    assert plan_error(tmp_path, text) == (
+        f"targets.toml: targets[2].name: '{name}' is reserved (build/{name} is esp32tasks' "
+        "own); give the target another name")
+
+
+@pytest.mark.parametrize("url", ["build", "build/", "./build/receipts", "build/esp32c6",
+                                 "build/oci/blobs", "build/store/x", "build/dist"])
+def test_a_store_dir_among_our_own_outputs(tmp_path: Path, url: str) -> None:
+    shown = url.removeprefix("./").rstrip("/")
+    assert plan_error(tmp_path, PLAN_TOML + f'[store]\nurl = "{url}"\n') == (
+        f"targets.toml: store.url: '{shown}' is in build/, which esp32tasks owns; use "
+        '"build/store" (the default) or a directory outside build/ (e.g. "dist")')
+
+
+@pytest.mark.parametrize("url", ["build/store", "./build/store/", "dist", "builds"])
+def test_store_dirs_that_are_not_ours(tmp_path: Path, url: str) -> None:
+    (tmp_path / "app").mkdir()
+    for name in ("sdk.c6", "sdk.r8"):
+        (tmp_path / "app" / name).write_text("x")
+    plan = expand(parse(PLAN_TOML + f'[store]\nurl = "{url}"\n', tmp_path / "targets.toml"),
+                  GIT)
+    assert plan.release.store.url == url.removeprefix("./").rstrip("/")
+
+
+def test_an_app_dir_in_build(tmp_path: Path) -> None:
+    (tmp_path / "build" / "app").mkdir(parents=True)
+    text = PLAN_TOML.replace('app_dir = "app"', 'app_dir = "build/app"').replace(
+        'files = ["sdk.c6"]\n', "").replace('sdkconfig_defaults = ["sdk.r8"]\n', "")
+    assert plan_error(tmp_path, text) == (
+        "targets.toml: project.app_dir: 'build/app' is in build/, which esp32tasks owns (doit "
+        "clean deletes there); move the app out of build/")
+
+
+def test_a_listed_file_whose_name_is_too_long_for_the_file_system(tmp_path: Path) -> None:
+    name = "x" * 300
+    assert plan_error(tmp_path, PLAN_TOML.replace('"sdk.c6"', f'"{name}"')) == (
+        f"targets.toml: targets[0]: file '{name}' does not exist in app; create it or remove "
+        "it from the list")
+
+
+def test_every_plan_problem_in_one_pass(tmp_path: Path) -> None:
+    text = PLAN_TOML.replace('"sdk.c6"', '"missing"') + (
+        '[[targets]]\nname = "oci"\nchip = "esp32c3"\n[store]\nurl = "build/oci"\n')
+    assert plan_error(tmp_path, text).splitlines() == [
+        "targets.toml: targets[0]: file 'missing' does not exist in app; create it or remove it "
+        "from the list",
+        "targets.toml: targets[2].name: 'oci' is reserved (build/oci is esp32tasks' own); give "
+        "the target another name",
+        "targets.toml: store.url: 'build/oci' is in build/, which esp32tasks owns; use "
+        '"build/store" (the default) or a directory outside build/ (e.g. "dist")',
+    ]
