@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterable
@@ -51,13 +52,25 @@ def read(root: Path, app_dir: PurePosixPath, ignore: Iterable[str],
         if hit is not None:
             return hit
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)  # before the stats: it is a change
+        with contextlib.suppress(OSError):  # the cache is only a shortcut; see _keep
+            cache.parent.mkdir(parents=True, exist_ok=True)  # before the stats: a change
     state, watched = _ask_git(root, app_dir, skip)
     if cache is not None:
         entry = {"version": _CACHE_VERSION, "key": key, "state": asdict(state),
                  "stats": {p: _stat(str(root), p) for p in watched}}
-        write_atomic(cache, json.dumps(entry, sort_keys=True).encode())
+        _keep(cache, json.dumps(entry, sort_keys=True).encode())
     return state
+
+
+def _keep(cache: Path, data: bytes) -> None:
+    """Write the cache if the disk lets us: it only saves asking git next time.
+
+    A read-only checkout, a full disk or a directory we may not write costs this run's
+    answer nothing (git gave it) and the next run a git call; the release's own writes
+    report the disk's refusal, if it needs any.
+    """
+    with contextlib.suppress(OSError):
+        write_atomic(cache, data)
 
 
 _CACHE_VERSION = 1

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
-from esp32tasks.files import sha256_file, write_atomic
+from esp32tasks.files import copy_atomic, sha256_file, write_atomic
 
 __all__ = ["DirStore"]
 
@@ -28,11 +27,8 @@ class DirStore:
     def put_file(self, key: str, path: Path, sha256: str, *, check: bool = True) -> bool:
         if check and self._holds(key, sha256):
             return False
-        target = self.root / key
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        shutil.copyfile(path, tmp)
-        tmp.replace(target)
+        # temp file, fsync, rename: a full disk or a kill leaves no torn object, and no temp
+        copy_atomic(path, self.root / key)
         return True
 
     def put_files(self, files: Sequence[tuple[str, Path, str]], *,

@@ -39,16 +39,40 @@ class Session(NamedTuple):  # cheaper to create than a dataclass, on every no-op
         return self.plan.release
 
 
-def open_session(root: Path, environ: Mapping[str, str],
-                 cli: Mapping[str, str | None]) -> Session:
-    """Read config (with overrides), git and the plan for the repository at ``root``."""
+def open_session(root: Path, environ: Mapping[str, str], cli: Mapping[str, str | None],
+                 *, state: Path | None = None) -> Session:
+    """Read config (with overrides), git and the plan for the repository at ``root``.
+
+    ``state`` is doit's state file (``dep_file``, ``--db-file``): git's stat cache lives
+    beside it (``build/gitstate.json`` by default), so a no-op release of a read-only
+    checkout whose state is elsewhere writes nothing in the checkout.
+    """
     release = config.load(root / CONFIG_FILE, environ, cli)
     own = [BUILD_DIR.as_posix()]
     if not release.store.is_s3:
         own.append(release.store.url)
-    git = gitinfo.read(root, release.project.app_dir, own, cache=root / GIT_CACHE)
+    cache = root / GIT_CACHE
+    if state is not None:
+        cache = (root / state).parent / GIT_CACHE.name
+        own.extend(_outside_build(root, (state, Path(f"{state}-journal"),
+                                         Path(f"{state}.lock"), cache)))
+    git = gitinfo.read(root, release.project.app_dir, own, cache=cache)
     return Session(plan=expand(release, git),
                    toolchain=tuple(builders.resolve_toolchain(release)))
+
+
+def _outside_build(root: Path, files: tuple[Path, ...]) -> list[str]:
+    """The state's files that are in the checkout but not in build/: neither sources nor
+    changes, or every release from it would be dirty."""
+    found = []
+    for file in files:
+        try:
+            rel = Path(os.path.abspath(root / file)).relative_to(root)  # noqa: PTH100
+        except ValueError:
+            continue  # outside the checkout
+        if rel.parts and rel.parts[0] != BUILD_DIR.as_posix():
+            found.append(rel.as_posix())
+    return found
 
 
 @per_run
@@ -59,7 +83,15 @@ def current() -> Session:
     with generating():
         check_doit_config(sys.modules.values())
         cli = {name: _text(get_var(name)) for name in config.CLI_PARAMETERS}
-        return open_session(Path.cwd(), os.environ, cli)
+        return open_session(Path.cwd(), os.environ, cli, state=_state_file())
+
+
+def _state_file() -> Path | None:
+    """doit's state file for this run: it opens the state before it asks for tasks."""
+    from doit.globals import Globals
+
+    name = getattr(Globals.dep_manager, "name", None)  # the documented attribute
+    return Path(name) if isinstance(name, str) and name else None
 
 
 def _text(value: Any) -> str | None:

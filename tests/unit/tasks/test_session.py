@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import types
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import esp32tasks.tasks
 from esp32tasks.errors import ConfigError
-from esp32tasks.tasks import doit_config
-from esp32tasks.tasks.session import DOIT_KEYS, check_doit_config
+from esp32tasks.tasks import DOIT_CONFIG, doit_config
+from esp32tasks.tasks.session import DOIT_KEYS, check_doit_config, open_session
+from tests.support.repo import Repo
 
 
 def dodo(**namespace: Any) -> types.ModuleType:
@@ -53,3 +55,36 @@ def test_modules_without_our_tasks_are_not_ours_to_judge() -> None:
     other.task_release = lambda: None  # type: ignore[attr-defined]
     other.DOIT_CONFIG = {}  # type: ignore[attr-defined]
     check_doit_config([other, esp32tasks.tasks, types.ModuleType("empty")])
+
+
+# -- git's stat cache lives beside doit's state ------------------------------------------
+
+def test_gits_cache_lives_beside_the_state_by_default_in_build(repo: Repo) -> None:
+    open_session(repo.path, {}, {}, state=Path(DOIT_CONFIG["dep_file"]))
+    assert (repo.path / "build" / "gitstate.json").is_file()
+
+
+def test_with_the_state_elsewhere_a_no_op_writes_nothing_in_the_checkout(
+        repo: Repo, tmp_path: Path) -> None:
+    state = tmp_path / "ci-cache" / "doit-state.sqlite3"
+    first = open_session(repo.path, {}, {}, state=state)
+    assert (state.parent / "gitstate.json").is_file()
+    assert not (repo.path / "build").exists()
+    assert open_session(repo.path, {}, {}, state=state).plan.git == first.plan.git
+
+
+def test_a_state_kept_in_the_checkout_is_neither_a_source_nor_a_change(repo: Repo) -> None:
+    state = Path("examples/hello/.doit/state.sqlite3")  # not ignored, next to the sources
+    for name in ("state.sqlite3", "state.sqlite3-journal", "state.sqlite3.lock"):
+        repo.write(f"examples/hello/.doit/{name}", "")
+    session = open_session(repo.path, {}, {}, state=state)
+    assert not session.plan.git.dirty
+    assert not any(".doit" in f for f in session.plan.git.files)
+    assert "examples/hello/main/hello_main.c" in session.plan.git.files
+
+
+def test_a_cache_the_disk_refuses_costs_a_git_call_not_the_run(repo: Repo) -> None:
+    blocked = repo.path / "build"
+    blocked.write_text("a file where the cache's directory belongs")
+    session = open_session(repo.path, {}, {}, state=blocked / "doit-state.sqlite3")
+    assert len(session.plan.git.revision) == 40

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
+import pwd
 import sqlite3
 import subprocess
 import sys
@@ -14,7 +17,7 @@ from typing import Any
 import pytest
 from doit.dependency import JSONCodec, SqliteDB
 
-from esp32tasks.tasks import DOIT_CONFIG
+from esp32tasks.tasks import DOIT_CONFIG, boundary, state
 from esp32tasks.tasks.state import DurableSqliteDB
 
 FILE_DEP = "examples/hello/main/hello_main.c"
@@ -291,3 +294,134 @@ def test_module_name_is_accepted_and_ignored(path: Path) -> None:
     backend = DurableSqliteDB(str(path), codec=JSONCodec(), module_name="dodo")
     backend.dump()
     assert rows(path) == {}
+
+
+# -- the disk says no: one line, nothing recorded that was not done ------------------------
+
+def full_line(path: Path) -> str:
+    mount = boundary._mount_point(str(path))
+    return (f"error: {path}: no space left on device; free space on the filesystem at {mount} "
+            "and run `doit release` again\n")
+
+
+def test_a_full_disk_at_commit_is_one_line_and_records_nothing(
+        path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = DurableSqliteDB(str(path), JSONCodec())
+    finish(db, "build:esp32c6")
+    pages = db._conn.execute("pragma page_count").fetchone()[0]
+    db._conn.execute(f"pragma max_page_count={pages}")  # sqlite's SQLITE_FULL, as on a full disk
+    db.set("build:esp32c3", "result:", "x" * 20000)  # more than one page
+    with pytest.raises(SystemExit) as stopped:  # doit would print a traceback
+        finish(db, "build:esp32c3")
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == full_line(path)
+    assert rows(path) == {"build:esp32c6": FINISHED}, "the failed task is not recorded done"
+    db.set("build:esp32h2", "checker:", "MD5Checker")  # doit may go on to its end
+    with pytest.raises(SystemExit) as again:
+        db.dump()
+    assert again.value.code == 2
+    assert capsys.readouterr().err == "", "said once"
+    rerun = DurableSqliteDB(str(path), JSONCodec(), lock_wait=0)  # the lock is free
+    finish(rerun, "build:esp32c3")  # space is back: the rerun records it
+    rerun.dump()
+    assert rows(path)["build:esp32c3"]["deps:"] == [FILE_DEP]
+
+
+class Refusing:
+    """A connection whose writes sqlite refuses as on a full disk (reads still work)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql.startswith(("insert", "delete")):
+            error = sqlite3.OperationalError("database or disk is full")
+            error.sqlite_errorname = "SQLITE_FULL"
+            raise error
+        return self.conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+
+def test_a_full_disk_when_doit_forgets_a_failed_task_lets_doit_report_it_first(
+        path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = DurableSqliteDB(str(path), JSONCodec())
+    finish(db, "build:esp32c3")
+    db._conn = Refusing(db._conn)  # type: ignore[assignment]
+    db.remove("build:esp32c3")  # doit's runner, before it reports the task's own failure
+    assert capsys.readouterr().err == full_line(path)
+    with pytest.raises(SystemExit) as stopped:
+        db.dump()
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == ""
+    assert rows(path) == {"build:esp32c3": FINISHED}, "as it was: rolled back, not half done"
+
+
+def test_a_bug_in_using_the_connection_is_not_the_disk(path: Path) -> None:
+    db = DurableSqliteDB(str(path), JSONCodec())
+    db._conn.close()
+    with pytest.raises(sqlite3.ProgrammingError):
+        db.set("build:esp32c3", "deps:", [])
+    db.unlock()
+
+
+def test_a_lock_file_that_is_a_directory_is_one_line(
+        path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    Path(f"{path}.lock").mkdir(parents=True)
+    with pytest.raises(SystemExit) as stopped:
+        DurableSqliteDB(str(path), JSONCodec())
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == (
+        f"error: {path}.lock: is a directory; esp32tasks writes a file there: remove or rename "
+        "the directory and run `doit release` again\n")
+
+
+def test_a_state_path_that_is_a_directory_is_one_line_not_a_corrupt_file(
+        path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path.mkdir(parents=True)  # `doit --db-file build`
+    with pytest.raises(SystemExit) as stopped:
+        DurableSqliteDB(str(path), JSONCodec())
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == (
+        f"error: {path}: is a directory; esp32tasks writes a file there: remove or rename the "
+        "directory and run `doit release` again\n")
+    DurableSqliteDB(str(path.with_name("other.sqlite3")), JSONCodec(), lock_wait=0).dump()
+
+
+def test_a_read_only_state_says_how_to_keep_it_elsewhere(
+        path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path.parent.mkdir(parents=True)
+    error = sqlite3.OperationalError("attempt to write a readonly database")
+    error.sqlite_errorname = "SQLITE_READONLY"
+    real = os.statvfs(path.parent)
+
+    class ReadOnly:
+        f_flag = real.f_flag | os.ST_RDONLY
+        f_bavail = real.f_bavail
+
+    monkeypatch.setattr(os, "statvfs", lambda _: ReadOnly())
+    mount = boundary._mount_point(str(path))
+    assert state._sqlite_message(str(path), error) == (
+        f"{path}: read-only file system; make the filesystem at {mount} writable and run "
+        "`doit release` again; or keep doit's state on a writable disk: "
+        "`doit --db-file <path> release`")
+    monkeypatch.setattr(os, "statvfs", lambda _: real)
+    assert state._sqlite_message(str(path), error) == (
+        f"{path}: permission denied; give user {pwd.getpwuid(os.geteuid()).pw_name} write "
+        "access to it and its directory (chown or chmod), then run `doit release` again; or "
+        "keep doit's state on a writable disk: `doit --db-file <path> release`")
+
+
+def test_a_full_disk_does_not_stop_the_lock(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(*_: Any) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    path.parent.mkdir(parents=True)
+    monkeypatch.setattr(os, "pwrite", full)
+    fd = state._lock(Path(f"{path}.lock"), 0)  # the pid is for messages only
+    try:
+        with pytest.raises(BlockingIOError):  # and the lock is held
+            fcntl.flock(os.open(f"{path}.lock", os.O_RDONLY), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(fd)
