@@ -13,8 +13,8 @@ from esp32tasks import config
 
 PACKAGE = Path(__file__).resolve().parents[2] / "esp32tasks"
 README = PACKAGE.parent / "README.md"
-CORE = {"errors", "files", "runcache", "deadline", "config", "gitinfo", "plan", "receiptfile", "receipts",
-        "oci", "images", "__init__"}
+CORE = {"errors", "files", "runcache", "deadline", "config", "gitinfo", "plan", "receiptfile",
+        "receipts", "oci", "images", "__init__"}
 ROOMS = ("build", "registry", "store", "tasks")
 
 

@@ -52,11 +52,9 @@ def test_an_html_page_is_not_an_s3_endpoint(serve: Callable[[Answer], Server],
                                             operation: str) -> None:
     server = serve(html)
     store = store_at(server)
+    ask = store.head_sha256 if operation == "HEAD" else store.get_bytes
     with pytest.raises(StoreError) as caught:
-        if operation == "HEAD":
-            store.head_sha256("release.json")
-        else:
-            store.get_bytes("release.json")
+        ask("release.json")
     assert str(caught.value) == (
         f"S3 endpoint http://{server.host} (bucket 'bucket') answered {operation} "
         "s3://bucket/p/release.json with 200 and an HTML page: this is not an S3 endpoint; "
