@@ -123,9 +123,14 @@ def explain(exc: OSError, *, elsewhere: str = "") -> str | None:
     offered when the disk cannot be written at all.
     """
     code = exc.errno
+    path = None if exc.filename is None else os.fsdecode(exc.filename)
+    if code == errno.EEXIST and path and os.path.lexists(path) \
+            and not Path(path).is_dir():
+        # mkdir's answer when a file is where a directory belongs (build/oci a file, say)
+        return (f"{_shown(path)}: is a file where esp32tasks needs a directory: remove or "
+                f"rename it and {_AGAIN}")
     if code not in FILESYSTEM_ERRNOS:
         return None
-    path = None if exc.filename is None else os.fsdecode(exc.filename)
     if path is None and code in (errno.EACCES, errno.EPERM):
         return None  # a socket, a signal, a capability: not a file's, so not ours to say
     meaning = os.strerror(code)

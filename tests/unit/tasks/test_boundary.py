@@ -122,6 +122,10 @@ def test_a_file_where_a_directory_belongs(tmp_path: Path) -> None:
         f"needs a directory: remove or rename it and {AGAIN}")
     assert failure(Action(write_atomic, receipts / "deeper" / "x.json", b"{}")).startswith(
         f"{receipts}/deeper: not a directory; {receipts} is a file ")  # mkdir's own path
+    # a file that is itself where mkdir makes a directory (build/oci, build/<target>)
+    assert failure(Action(os.makedirs, receipts, 0o777, True)) == (
+        f"{receipts}: is a file where esp32tasks needs a directory: remove or rename it and "
+        f"{AGAIN}")
 
 
 def test_a_store_object_that_is_a_directory_leaves_no_temp_file(tmp_path: Path) -> None:
