@@ -56,7 +56,7 @@ def _client(config: RegistryConfig, root: Path, thread: int) -> Client:
 class Client:
     """One repository in one registry. Every method is one or two requests, no more."""
 
-    def __init__(self, config: RegistryConfig, root: Path) -> None:
+    def __init__(self, config: RegistryConfig, root: Path, *, push: bool = True) -> None:
         from esp32tasks.registry.http import Transport
 
         self.config = config
@@ -73,7 +73,8 @@ class Client:
         self.transport: Transport = Transport(
             host=config.host, insecure=config.insecure, verify=verify,
             timeout=config.timeout,
-            authorization=self.credentials.basic() if self.credentials else None,
+            credentials=self.credentials,
+            scope=f"repository:{config.path}:{'pull,push' if push else 'pull'}",
             what_to_check=f"the registry in {config.source} ({config.host})")
         #: oras-py's parsed reference: it builds every URL of the repository
         self.container = self.transport.get_container(config.repository)

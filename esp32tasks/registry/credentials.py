@@ -3,7 +3,9 @@
 The lookup follows the docker CLI, in the file config resolved
 (``$DOCKER_CONFIG/config.json``, else ``~/.docker/config.json``): ``credHelpers[<host>]``
 wins, else ``credsStore``, else the ``auths`` entry (base64 ``user:password`` in ``auth``,
-or ``username``/``password``).
+or ``username``/``password``, or an ``identitytoken``). An identity token (a helper's
+``Username`` of ``<token>``, or ``identitytoken``) is an OAuth2 refresh token: only a
+registry with token auth takes it (:mod:`.auth`).
 Helpers are run as ``docker-credential-<name> get`` with the host on stdin, as docker does.
 Nothing here writes a file, logs a secret, or puts one in an exception message.
 """
@@ -37,6 +39,9 @@ class Credentials:
     password: str = field(repr=False)
     source: str
     """Where they came from, for messages (never the secret itself)."""
+    identity_token: str | None = field(default=None, repr=False)
+    """An OAuth2 refresh token for the registry's token server (``docker login``'s
+    ``identitytoken``), instead of a password."""
 
     def basic(self) -> str:
         """The ``Authorization`` header value."""
@@ -117,9 +122,7 @@ def _from_helper(name: str, host: str) -> Credentials | None:
         raise RegistryAuthError(f"credential helper '{program}' printed no Username/Secret "
                                 f"JSON for {host}")
     if username == "<token>":
-        raise RegistryAuthError(f"credential helper '{program}' holds an identity token for "
-                                f"{host}; esp32tasks needs a user and password (or set "
-                                f"{_ENV_USER}/{_ENV_PASSWORD})")
+        return Credentials("", "", program, identity_token=secret) if secret else None
     if not username and not secret:
         return None
     return Credentials(username, secret, program)
@@ -146,10 +149,17 @@ def _from_auths(config: dict[str, Any], host: str, path: Path) -> Credentials | 
         if not sep or not username:
             raise ConfigError([f"{path}: auths['{host}'].auth is not base64 of "
                                "user:password; run `docker login` again"])
-        return Credentials(username, password, where)
+        identity = entry.get("identitytoken")
+        return Credentials(username, password, where,
+                           identity_token=identity if isinstance(identity, str) and identity
+                           else None)
     user, secret = entry.get("username"), entry.get("password")
     if isinstance(user, str) and isinstance(secret, str) and user:
         return Credentials(user, secret, where)
+    identity = entry.get("identitytoken")
+    if isinstance(identity, str) and identity:
+        return Credentials(user if isinstance(user, str) else "", "", where,
+                           identity_token=identity)
     return None
 
 

@@ -42,7 +42,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from typing import Any, Final
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import oras.provider
 import requests
@@ -54,6 +54,9 @@ from urllib3.util import SKIP_HEADER
 
 from esp32tasks import deadline
 from esp32tasks.errors import RegistryAuthError, RegistryError, RegistryUnreachable
+from esp32tasks.registry import auth
+from esp32tasks.registry.credentials import Credentials
+from esp32tasks.runcache import per_run
 
 __all__ = ["MAX_ANSWER", "RETRY_BUDGET", "Transport"]
 
@@ -92,7 +95,8 @@ _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
 class Transport(oras.provider.Registry):  # type: ignore[misc]  # oras-py ships no type hints
     def __init__(self, *, host: str, insecure: bool, verify: bool | str, timeout: float,
-                 authorization: str | None, what_to_check: str,
+                 credentials: Credentials | None, what_to_check: str,
+                 scope: str = "",
                  sleep: Callable[[float], None] = time.sleep) -> None:
         super().__init__(hostname=host, insecure=insecure, tls_verify=verify,
                          auth_backend="basic")
@@ -111,14 +115,17 @@ class Transport(oras.provider.Registry):  # type: ignore[misc]  # oras-py ships 
         self.what_to_check = what_to_check
         self._origin = _origin(f"{self.prefix}://{host}/")
         self.sleep = sleep
-        self.fixed_headers: dict[str, str] = {}
-        if authorization is not None:
-            self.fixed_headers["Authorization"] = authorization
+        self.credentials = credentials
+        #: what a token is asked for: ``repository:<path>:pull,push`` (or ``:pull``)
+        self.scope = scope
+        self._auth = _auth_of(self._origin, credentials.username if credentials else "")
 
     def do_request(self, url: str, method: str = "GET", *, data: Any = None,
                    headers: dict[str, str] | None = None, json: Any = None,
                    stream: bool = False) -> requests.Response:
         """Send one request, following redirects ourselves, credentials per URL.
+
+        ``stream`` is ignored: every answer is read whole, inside its deadline.
 
         ``Authorization`` goes only to the registry's own origin (scheme, host and port):
         an upload ``Location`` or a redirect to any other host (blob storage elsewhere, or
@@ -128,20 +135,135 @@ class Transport(oras.provider.Registry):  # type: ignore[misc]  # oras-py ships 
         for _ in range(MAX_REDIRECTS + 1):
             self._refuse_downgrade(url, method)
             own = _origin(url) == self._origin
-            response = self._send(url, method, data=data, json=json, stream=stream,
-                                  headers={**(headers or {}),
-                                           **(self.fixed_headers if own else {})},
-                                  own=own)
+            if own:
+                response = self._authorized(url, method, data=data, json=json,
+                                            headers=headers or {})
+            else:
+                response = self._send(url, method, data=data, json=json,
+                                      headers=dict(headers or {}), own=False)
             location = response.headers.get("Location")
             if response.status_code not in REDIRECTS or not location:
                 return response
-            response.close()
             url = urljoin(url, location)
             if response.status_code == 303 and method != "HEAD":
                 method, data, json = "GET", None, None
         raise RegistryError(f"registry {self.hostname} redirected {method} {_path(url)} more "
                             f"than {MAX_REDIRECTS} times; it is misconfigured: ask its "
                             "operators")
+
+    def _authorized(self, url: str, method: str, *, data: Any, json: Any,
+                    headers: dict[str, str]) -> requests.Response:
+        """A request to the registry itself, authenticated as its challenge asks.
+
+        Until a challenge says otherwise, credentials go up front as Basic (they are this
+        host's: ``docker login`` stored them for it), or not at all. A 401 whose challenge
+        is ``Bearer`` switches the run to the token flow (:mod:`.auth`): a token for our
+        scope from the realm it names, renewed before it expires; the request is sent again
+        once with it, and once more with a fresh token if the registry refuses one.
+        """
+        for attempt in range(3):
+            authorization, token = self._authorization()
+            response = self._send(url, method, data=data, json=json, own=True,
+                                  headers={**headers, **({"Authorization": authorization}
+                                                         if authorization else {})})
+            if response.status_code != 401:
+                return response
+            bearer = next((c for c in auth.parse(response.headers.get("WWW-Authenticate", ""))
+                           if c.scheme == "bearer"), None)
+            if bearer is None or attempt == 2 or (token is None and attempt == 1):
+                raise RegistryAuthError(self._auth_message(401, method, url, bearer, token))
+            self._auth.bearer = bearer  # learnt once: every later request of the run
+            if token is not None:
+                self._auth.tokens.forget(self.scope, token)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _authorization(self) -> tuple[str | None, auth.Token | None]:
+        bearer = self._auth.bearer
+        if bearer is not None:
+            token = self._auth.tokens.get(bearer, self.scope, self.fetch_token)
+            return token.header, token
+        if self.credentials is not None and self.credentials.identity_token is None:
+            return self.credentials.basic(), None
+        return None, None
+
+    def fetch_token(self, challenge: auth.Challenge, scope: str) -> auth.Token:
+        """A token for ``scope`` from the realm of the registry's own challenge.
+
+        With an identity token (``docker login``'s ``identitytoken``), the OAuth2 POST
+        (``grant_type=refresh_token``); with a user and password, a GET with them as Basic;
+        else an anonymous GET. The realm must be HTTPS unless the registry itself is plain
+        HTTP. Neither the credentials nor the token ever reach a message.
+        """
+        realm = challenge.realm
+        parts = urlsplit(realm)
+        shown = f"{parts.scheme}://{parts.netloc}{parts.path}"
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise RegistryAuthError(
+                f"registry {self.hostname} asked for a token but named no token server it "
+                f"can be had from (realm {realm[:100]!r}); ask its operators")
+        if parts.scheme == "http" and self.prefix == "https":
+            raise RegistryAuthError(
+                f"registry {self.hostname} sends us for tokens to {shown}, plain HTTP; "
+                "refusing to send credentials unencrypted (if the registry itself is plain "
+                "HTTP, set [registry] insecure = true)")
+        fields = {"service": challenge.params.get("service", ""), "scope": scope}
+        fields = {k: v for k, v in fields.items() if v}
+        creds = self.credentials
+        headers: dict[str, str] = {}
+        data: str | None = None
+        if creds is not None and creds.identity_token is not None:
+            method, url = "POST", realm
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+            data = urlencode({"grant_type": "refresh_token", "client_id": USER_AGENT,
+                              "refresh_token": creds.identity_token, **fields})
+        else:
+            method = "GET"
+            if creds is not None:
+                fields["account"] = creds.username
+                headers["Authorization"] = creds.basic()
+            url = realm + ("&" if parts.query else "?") + urlencode(fields)
+        try:
+            response = self._exchange(url, method, data=data, json=None, headers=headers)
+        except _Cut as cut:
+            raise RegistryUnreachable(
+                f"cannot reach the token server {shown} that registry {self.hostname} named "
+                f"({cut.reason}); check that it is up and reachable from here") from None
+        return self._token_from(response, shown)
+
+    def _token_from(self, response: requests.Response, shown: str) -> auth.Token:
+        status = response.status_code
+        creds = self.credentials
+        if status in (401, 403):
+            if creds is None:
+                raise RegistryAuthError(
+                    f"registry {self.hostname}'s token server {shown} gives no anonymous "
+                    f"token ({status}); set ESP32TASKS_REGISTRY_USER and "
+                    "ESP32TASKS_REGISTRY_PASSWORD, or `docker login` it")
+            what = "identity token" if creds.identity_token else "user and password"
+            raise RegistryAuthError(
+                f"the token server {shown} of registry {self.hostname} refused the {what} "
+                f"from {creds.source} ({status}); check them (or `docker login` again)")
+        if status != 200:
+            raise RegistryError(
+                f"the token server {shown} of registry {self.hostname} answered {status} "
+                f"{response.reason}; try again later or ask its operators")
+        try:
+            document = response.json()
+        except ValueError:
+            document = None
+        value = (document.get("token") or document.get("access_token")
+                 if isinstance(document, dict) else None)
+        if not isinstance(value, str) or not value:
+            kind = response.headers.get("Content-Type") or "no content type"
+            raise RegistryError(
+                f"the token server {shown} of registry {self.hostname} answered "
+                f"{len(response.content)} bytes of {kind} holding no token: it is not a "
+                "token server, or a broken one; ask the registry's operators")
+        expires_in = document.get("expires_in") if isinstance(document, dict) else None
+        if not isinstance(expires_in, (int, float)) or isinstance(expires_in, bool) \
+                or expires_in <= 0:
+            expires_in = auth.DEFAULT_EXPIRES_IN
+        return auth.Token(value, float(expires_in))
 
     def _refuse_downgrade(self, url: str, method: str) -> None:
         target = urlsplit(url)
@@ -151,14 +273,14 @@ class Transport(oras.provider.Registry):  # type: ignore[misc]  # oras-py ships 
                 f"{target.scheme}://{target.netloc}, off HTTPS; refusing to send anything "
                 "unencrypted (if that registry is plain HTTP, set [registry] insecure = true)")
 
-    def _send(self, url: str, method: str, *, data: Any, json: Any, stream: bool,
+    def _send(self, url: str, method: str, *, data: Any, json: Any,
               headers: dict[str, str], own: bool) -> requests.Response:
-        """One URL, within its deadline, with bounded retries; 401/403 is final.
+        """One URL, within its deadline, with bounded retries; 403 is final, and so is a
+        401 from elsewhere (the registry's own goes back to :meth:`_authorized`).
 
-        The answer is read whole (``stream`` is accepted for oras-py's sake), so the
-        deadline covers its body too.
+        The answer is read whole (``do_request``'s ``stream`` is accepted for oras-py's
+        sake), so the deadline covers its body too.
         """
-        del stream
         started = time.monotonic()
         status_retries = connect_retries = 0
         while True:
@@ -178,6 +300,8 @@ class Transport(oras.provider.Registry):  # type: ignore[misc]  # oras-py ships 
                         f"{urlsplit(url).netloc}, where registry {self.hostname} sent "
                         f"{method} {_path(url)}, answered {status}; esp32tasks sends the "
                         "registry's credentials to the registry alone: ask its operators")
+                if status == 401:
+                    return response  # _authorized reads its challenge
                 raise RegistryAuthError(self._auth_message(status, method, url))
             if status in RETRY_STATUS:
                 delay = _retry_after(response, STATUS_BACKOFF, status_retries)
@@ -250,16 +374,52 @@ class Transport(oras.provider.Registry):  # type: ignore[misc]  # oras-py ships 
                 f"{self.what_to_check} (the host and port of the registry itself, not a web "
                 "page or a proxy's login in front of it)")
 
-    def _auth_message(self, status: int, method: str, url: str) -> str:
-        if "Authorization" not in self.fixed_headers:
-            return (f"registry {self.hostname} wants credentials ({status} to {method} "
-                    f"{_path(url)}); set ESP32TASKS_REGISTRY_USER and "
-                    "ESP32TASKS_REGISTRY_PASSWORD, or `docker login` it")
+    def _auth_message(self, status: int, method: str, url: str,
+                      bearer: auth.Challenge | None = None,
+                      token: auth.Token | None = None) -> str:
+        where = f"{method} {_path(url)}"
+        if token is not None and bearer is not None:
+            realm = urlsplit(bearer.realm)
+            granted = f"{realm.scheme}://{realm.netloc}{realm.path}"
+            if self.credentials is None:
+                return (f"registry {self.hostname} refused {where} with an anonymous token "
+                        f"from {granted} ({bearer.params.get('error') or status}); set "
+                        "ESP32TASKS_REGISTRY_USER and ESP32TASKS_REGISTRY_PASSWORD, or "
+                        "`docker login` it")
+            return (f"registry {self.hostname} refused {where}: the token server {granted} "
+                    f"did not grant {self.scope} to the credentials from "
+                    f"{self.credentials.source} "
+                    f"({bearer.params.get('error') or status}); they may not push to this "
+                    "repository: ask its operators for push access, or use other credentials")
+        if self.credentials is None:
+            return (f"registry {self.hostname} wants credentials ({status} to {where}); set "
+                    "ESP32TASKS_REGISTRY_USER and ESP32TASKS_REGISTRY_PASSWORD, or "
+                    "`docker login` it")
         if status == 403:
-            return (f"registry {self.hostname} denied {method} {_path(url)} (403): the "
-                    "credentials are valid but may not push to this repository")
-        return (f"authentication failed for registry {self.hostname} (401 to {method} "
-                f"{_path(url)}); check the user and password")
+            return (f"registry {self.hostname} denied {where} (403): the credentials from "
+                    f"{self.credentials.source} are valid but may not push to this "
+                    "repository")
+        if self.credentials.identity_token is not None:
+            return (f"registry {self.hostname} refused {where} (401): {self.credentials.source}"
+                    " holds an identity token, which only a registry with token auth takes; "
+                    "set ESP32TASKS_REGISTRY_USER and ESP32TASKS_REGISTRY_PASSWORD")
+        return (f"authentication failed for registry {self.hostname} (401 to {where}); check "
+                f"the user and password (from {self.credentials.source})")
+
+
+class _Auth:
+    """One registry's authentication for one run, shared by every transport (thread) that
+    talks to it with the same user: the Bearer challenge once learnt, and the tokens."""
+
+    def __init__(self) -> None:
+        self.bearer: auth.Challenge | None = None
+        self.tokens = auth.Tokens()
+
+
+@per_run
+def _auth_of(origin: tuple[str, str, int | None], username: str) -> _Auth:
+    del origin, username  # the cache key
+    return _Auth()
 
 
 _NOT_API: Final = frozenset({"text/html", "application/xhtml+xml"})

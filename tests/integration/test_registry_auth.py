@@ -87,7 +87,7 @@ def test_wrong_password_fails_at_once_and_leaks_nowhere(
     assert lines == [f"error: push:esp32c3: authentication failed for registry "
                      f"{secure_registry.host} (401 to HEAD /v2/{PATH}/manifests/"
                      f"{receipt(repo, 'image-esp32c3', ImageReceipt).tag}); check the user "
-                     "and password"]
+                     "and password (from ESP32TASKS_REGISTRY_USER/ESP32TASKS_REGISTRY_PASSWORD)"]
     assert [r.status for r in secure_registry.requests()] == [401]  # one request, no retry
     state = repo.path / STATE_FILE
     assert state.is_file()  # the doit state is among the files checked

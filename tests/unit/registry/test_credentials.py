@@ -180,12 +180,20 @@ def test_helper_failure_is_an_auth_error(tmp_path: Path,
     assert "s3cr3t" not in str(info.value)
 
 
-def test_identity_tokens_are_refused_clearly(tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_identity_tokens_are_held_for_the_token_flow(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     path = write_config(tmp_path, {"credsStore": "store"})
-    helper(tmp_path, monkeypatch, "store", json.dumps({"Username": "<token>", "Secret": "t"}))
-    with pytest.raises(RegistryAuthError, match="holds an identity token"):
-        lookup(HOST, None, path)
+    helper(tmp_path, monkeypatch, "store",
+           json.dumps({"Username": "<token>", "Secret": "s3cr3t-id"}))
+    found = lookup(HOST, None, path)
+    assert found is not None
+    assert (found.username, found.password, found.identity_token) == ("", "", "s3cr3t-id")
+    assert "s3cr3t" not in repr(found)
+    path = write_config(tmp_path, {"auths": {HOST: {"identitytoken": "id-token"}}})
+    found = lookup(HOST, None, path)
+    assert found is not None
+    assert found.identity_token == "id-token"
+    assert "id-token" not in repr(found)
 
 
 def test_missing_helper(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ __all__ = ["serve"]  # a fixture, used by name
 
 def transport(host: str, timeout: float = 1.0) -> Transport:
     return Transport(host=host, insecure=True, verify=True, timeout=timeout,
-                     authorization=None, what_to_check=f"the registry ({host})",
+                     credentials=None, what_to_check=f"the registry ({host})",
                      sleep=lambda _: None)
 
 

@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from esp32tasks.errors import RegistryAuthError, RegistryError, RegistryUnreachable
+from esp32tasks.registry.credentials import Credentials
 from esp32tasks.registry.http import (
     CONNECT_BACKOFF,
     RETRY_BUDGET,
@@ -20,6 +21,8 @@ from esp32tasks.registry.http import (
 )
 
 URL = "http://registry.test:5000/v2/cloud-iot/hello/manifests/t"
+CREDS = Credentials("abc", "pw", "the test's variables")
+BASIC = CREDS.basic()
 
 
 def response(status: int, reason: str = "", **headers: str) -> requests.Response:
@@ -50,12 +53,12 @@ class FakeSession:
 
 
 def transport(script: list[int | Exception | requests.Response], *,
-              authorization: str | None = "Basic abc", timeout: float = 7.0,
+              credentials: Credentials | None = CREDS, timeout: float = 7.0,
               insecure: bool = True, host: str = "registry.test:5000",
               ) -> tuple[Transport, FakeSession, list[float]]:
     sleeps: list[float] = []
     t = Transport(host=host, insecure=insecure, verify=True, timeout=timeout,
-                  authorization=authorization, what_to_check="the registry",
+                  credentials=credentials, what_to_check="the registry",
                   sleep=sleeps.append)
     fake = FakeSession(script)
     t.session = fake
@@ -66,13 +69,13 @@ def test_credentials_go_with_the_first_request_and_timeout_is_set() -> None:
     t, fake, sleeps = transport([200])
     assert t.do_request(URL, "HEAD").status_code == 200
     [call] = fake.calls
-    assert call["headers"]["Authorization"] == "Basic abc"
+    assert call["headers"]["Authorization"] == BASIC
     assert call["timeout"] == (7.0, 7.0)
     assert sleeps == []
 
 
 def test_no_credentials_no_header() -> None:
-    t, fake, _ = transport([200], authorization=None)
+    t, fake, _ = transport([200], credentials=None)
     t.do_request(URL, "GET")
     assert "Authorization" not in fake.calls[0]["headers"]
 
@@ -82,7 +85,7 @@ def test_redirects_are_ours_to_follow() -> None:
     assert t.do_request(URL, "GET").status_code == 200
     assert [c["url"] for c in fake.calls] == [URL, "http://registry.test:5000/v2/x/blobs/elsewhere"]
     assert all(c["allow_redirects"] is False for c in fake.calls)
-    assert fake.calls[1]["headers"]["Authorization"] == "Basic abc"  # the same origin
+    assert fake.calls[1]["headers"]["Authorization"] == BASIC  # the same origin
 
 
 @pytest.mark.parametrize("elsewhere", [
@@ -93,7 +96,7 @@ def test_redirects_are_ours_to_follow() -> None:
 def test_credentials_never_follow_to_another_origin(elsewhere: str) -> None:
     t, fake, _ = transport([response(302, Location=elsewhere), 200])
     t.do_request(URL, "GET")
-    assert fake.calls[0]["headers"]["Authorization"] == "Basic abc"
+    assert fake.calls[0]["headers"]["Authorization"] == BASIC
     assert fake.calls[1]["url"] == elsewhere
     assert "Authorization" not in fake.calls[1]["headers"]
 
@@ -109,7 +112,7 @@ def test_an_upload_location_elsewhere_gets_no_credentials() -> None:
 def test_the_default_port_is_the_same_origin() -> None:
     t, fake, _ = transport([200], insecure=False, host="registry.test")
     t.do_request("https://registry.test:443/v2/", "GET")
-    assert fake.calls[0]["headers"]["Authorization"] == "Basic abc"
+    assert fake.calls[0]["headers"]["Authorization"] == BASIC
 
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
@@ -183,7 +186,7 @@ def test_auth_failure_is_immediate(status: int) -> None:
 
 
 def test_auth_message_never_holds_the_header() -> None:
-    t, _, _ = transport([401], authorization="Basic c2VjcmV0LXVzZXI6c2VjcmV0")
+    t, _, _ = transport([401], credentials=Credentials("secret-user", "secret", "env"))
     with pytest.raises(RegistryAuthError) as info:
         t.do_request(URL, "HEAD")
     assert "c2VjcmV0" not in str(info.value)
@@ -257,7 +260,7 @@ def test_requests_carry_only_what_the_registry_reads_on_one_connection() -> None
     thread.start()
     host = f"127.0.0.1:{server.getsockname()[1]}"
     t = Transport(host=host, insecure=True, verify=True, timeout=5.0,
-                  authorization="Basic abc", what_to_check="the registry")
+                  credentials=CREDS, what_to_check="the registry")
     url = f"http://{host}/v2/x/manifests/t"
     t.do_request(url, "PUT", data=b"{}", headers={"Content-Type": "application/json"})
     t.do_request(url, "HEAD", headers={"Accept": "application/json"})
@@ -268,7 +271,7 @@ def test_requests_carry_only_what_the_registry_reads_on_one_connection() -> None
     assert parsed == [
         (b"PUT /v2/x/manifests/t HTTP/1.1",
          sorted([f"Host: {host}".encode(), b"Content-Length: 2", b"User-Agent: esp32tasks",
-                 b"Content-Type: application/json", b"Authorization: Basic abc"])),
+                 b"Content-Type: application/json", f"Authorization: {BASIC}".encode()])),
         (b"HEAD /v2/x/manifests/t HTTP/1.1",
          sorted([f"Host: {host}".encode(), b"User-Agent: esp32tasks",
-                 b"Accept: application/json", b"Authorization: Basic abc"]))]
+                 b"Accept: application/json", f"Authorization: {BASIC}".encode()]))]
