@@ -1,12 +1,16 @@
 """The ``build:<target>`` action: run the builder, find its outputs, check the app image.
 
 It removes its receipts first and writes them last, so a failed or killed build leaves
-nothing a rerun would trust.
+nothing a rerun would trust. :func:`outputs_present` is the task's ``uptodate`` check of
+the artifacts themselves: one that is gone or has another size runs the build again.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from esp32tasks.build import builders, firmware
 from esp32tasks.build.runner import run
@@ -14,7 +18,10 @@ from esp32tasks.config import Release
 from esp32tasks.files import remove, sha256_file
 from esp32tasks.plan import Step
 
-__all__ = ["build"]
+if TYPE_CHECKING:
+    from esp32tasks.receipts import BuildReceipt
+
+__all__ = ["build", "outputs_present"]
 
 
 def _rel(release: Release, path: Path) -> str:
@@ -24,11 +31,51 @@ def _rel(release: Release, path: Path) -> str:
         return str(path)
 
 
+def outputs_present(root: Path, step: Step) -> bool:
+    """``uptodate`` of ``build:<t>``: every artifact the build receipt lists is there at its
+    size. A stat each, no hashing (the no-op budget): other bytes of the same size are
+    found by the action that hashes them next, which then removes the app receipt
+    (:func:`esp32tasks.images.artifact_changed`), so this task runs again.
+
+    Reads the receipt's JSON without the dataclasses (a no-op never imports them); any
+    other shape answers False, and the consumer's ``load`` says what is wrong.
+    """
+    base = str(root)  # os.stat of a str: a fifth of pathlib's cost, on every no-op
+    try:
+        artifacts = json.loads((root / step.build_receipt).read_bytes())["artifacts"]
+        return all(os.stat(os.path.join(base, a["path"])).st_size  # noqa: PTH116, PTH118
+                   == a["size"] for a in artifacts)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+#: Outputs of the build's configure step (ESP-IDF writes them when CMake runs, not on
+#: every build): a changed one is kept and recorded as it is, as the app's own files are.
+_CONFIGURED = frozenset({"sdkconfig", "flasher-args"})
+
+
+def _drop_changed(root: Path, step: Step, previous: BuildReceipt | None) -> None:
+    """Remove the build products that are no longer what the last build made (changed or
+    torn behind our back), so the builder makes them anew: an incremental build keeps an
+    output it finds newer than its inputs. Only in the target's build directory."""
+    if previous is None:
+        return
+    build_dir = (root / step.build_dir).resolve()
+    for artifact in previous.artifacts:
+        path = root / artifact.path
+        if artifact.kind in _CONFIGURED or not path.is_file() \
+                or not path.resolve().is_relative_to(build_dir):
+            continue
+        if path.stat().st_size != artifact.size or sha256_file(path) != artifact.sha256:
+            remove(path)
+
+
 def build(release: Release, step: Step) -> None:
     """Run the builder, find its outputs, check the app image, write both receipts."""
-    from esp32tasks.receipts import AppDesc, AppReceipt, Artifact, BuildReceipt, write
+    from esp32tasks.receipts import AppDesc, AppReceipt, Artifact, BuildReceipt, read, write
 
     root = release.root
+    _drop_changed(root, step, read(root / step.build_receipt, BuildReceipt))
     remove(root / step.build_receipt, root / step.app_receipt)
     build_dir = root / step.build_dir
     app_dir = root / release.project.app_dir

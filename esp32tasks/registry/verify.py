@@ -3,7 +3,9 @@
 For each target: the index tag, then the child whose descriptor's platform is
 ``custom``/``<target>``, then its manifest, config and layer; the first regular file
 whose path contains "firmware" must be the app binary the local receipts name. Also
-checks the per-target tag. Any difference fails the task with a per-target report.
+checks the per-target tag. Any difference fails the task with a per-target report that
+ends with the command that pushes this build again (forgetting the push tasks makes them
+check the registry instead of trusting their receipts).
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ from esp32tasks.registry.client import Client
 if TYPE_CHECKING:
     from esp32tasks.receipts import ImageReceipt
 
-__all__ = ["check_target", "firmware_in_layer", "verify"]
+__all__ = ["PUSH_AGAIN", "check_target", "firmware_in_layer", "verify"]
+
+#: What sends this build to the registry again when our receipts say it is there.
+PUSH_AGAIN = "`doit forget push push-index && doit release`"
 
 
 def firmware_in_layer(layer: bytes) -> tuple[str, bytes] | None:
@@ -97,11 +102,13 @@ def verify(plan: Plan, config: RegistryConfig | None) -> None:
                            '"host/path" to targets.toml, or set ESP32TASKS_REGISTRY'])
     root = plan.release.root
     receipt = load(root / plan.index_receipt, IndexReceipt, plan.index_receipt.as_posix())
-    client = Client(config, root)
+    client = Client(config, root, push=False)
     where = f"{config.repository}:{receipt.tag}"
     report: list[str] = []
     index_digest = client.manifest_digest(receipt.tag)
     if index_digest is None:
+        if (root / plan.push_index_receipt).exists():  # pushed, and gone since
+            raise VerifyFailed(f"{where} does not exist; run {PUSH_AGAIN} to push it again")
         raise VerifyFailed(f"{where} does not exist; run `doit release` to push it")
     if index_digest != receipt.index.digest:
         report.append(f"index: {where} is {index_digest}, the local index is "
@@ -119,5 +126,6 @@ def verify(plan: Plan, config: RegistryConfig | None) -> None:
         report.append(f"{step.name}: " + ("ok" if not problems else "; ".join(problems)))
     if failed:
         raise VerifyFailed(f"{where} differs from this build:\n" + "\n".join(
-            "  " + line for line in report))
+            "  " + line for line in report) + f"\n  to push this build again: {PUSH_AGAIN} "
+            "(a released tag moves only with ESP32TASKS_FORCE=1)")
     print(f"{where}: " + ", ".join(f"{s.name} ok" for s in plan.steps))

@@ -48,6 +48,7 @@ __all__ = [
     "inputs",
     "manifest_key",
     "publish",
+    "published_present",
 ]
 
 MANIFEST_NAME: Final = "release.json"
@@ -106,8 +107,19 @@ def read_inputs(plan: Plan, *, pushed: bool) -> Inputs:
     )
 
 
+class _Mismatch(PublishError):
+    """Two receipts disagree; ``stale`` is the one made from the other, to be made again."""
+
+    def __init__(self, stale: PurePosixPath, message: str) -> None:
+        self.stale = stale
+        super().__init__(message)
+
+
 def document(plan: Plan, inputs: Inputs) -> dict[str, Any]:
-    """The manifest, from the receipts: a pure function, so equal facts give equal bytes."""
+    """The manifest, from the receipts: a pure function, so equal facts give equal bytes.
+
+    Receipts that contradict each other raise :class:`_Mismatch`, naming the one whose
+    producer must run again (:func:`publish` removes it, so that ``doit release`` does)."""
     project = plan.release.project
     index = inputs.local_index
     targets: dict[str, Any] = {}
@@ -119,8 +131,9 @@ def document(plan: Plan, inputs: Inputs) -> dict[str, Any]:
         for artifact in sorted(facts.built.artifacts, key=lambda a: a.name):
             key = step.store_prefix + artifact.name
             if uploaded.get(key) != artifact.sha256:
-                raise PublishError(f"{step.upload_receipt} does not list {artifact.name} "
-                                   f"as built in {step.build_receipt}; run `doit release`")
+                raise _Mismatch(step.upload_receipt,
+                                f"{step.upload_receipt} does not list {artifact.name} as "
+                                f"built in {step.build_receipt}; run `doit release`")
             artifacts.append({
                 "name": artifact.name,
                 "kind": artifact.kind,
@@ -130,8 +143,9 @@ def document(plan: Plan, inputs: Inputs) -> dict[str, Any]:
             })
         child = index.child(step.name)
         if child is None or image.manifest.digest != child.digest:
-            raise PublishError(f"{step.image_receipt} does not match {plan.index_receipt}; "
-                               "run `doit release`")
+            raise _Mismatch(plan.index_receipt,
+                            f"{step.image_receipt} does not match {plan.index_receipt}; "
+                            "run `doit release`")
         entry: dict[str, Any] = {
             "chip": step.target.chip,
             "artifacts": artifacts,
@@ -218,11 +232,26 @@ def guards(plan: Plan) -> bool:
     return plan.release.store.is_s3
 
 
+def published_present(plan: Plan) -> bool:
+    """``uptodate`` of ``manifest`` with a local store: its release.json is there, at the
+    size of the local copy (two stats)."""
+    root = plan.release.root
+    try:
+        return (root / plan.release.store.url / manifest_key(plan)).stat().st_size == \
+            (root / RECEIPT).stat().st_size
+    except OSError:
+        return False
+
+
 def publish(plan: Plan, pushed: bool) -> None:
     """The ``manifest`` action: release.json into the store, last; a local copy as receipt."""
     root = plan.release.root
     remove(root / RECEIPT)
-    data = encode(document(plan, read_inputs(plan, pushed=pushed)))
+    try:
+        data = encode(document(plan, read_inputs(plan, pushed=pushed)))
+    except _Mismatch as exc:
+        remove(root / exc.stale)  # so that the advice holds: its task runs again first
+        raise
     store = open_store(plan.release.store, root)
     key = manifest_key(plan)
     if not guards(plan):

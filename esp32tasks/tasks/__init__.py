@@ -95,5 +95,5 @@ def task_release() -> Task:
 
 
 def task_verify() -> Task:
-    """Check the registry serves exactly this build, resolved as esp32-flashjob does."""
+    """Read the release back from the store, and from any registry as esp32-flashjob does."""
     return generate.verify_task(current(), task_verify.__doc__)

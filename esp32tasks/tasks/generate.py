@@ -1,9 +1,11 @@
 """The plan as doit task dicts.
 
 Each task declares ``file_dep`` (content, via doit's MD5 checker), ``targets`` (its
-receipts), one ``config_changed`` over everything else that decides its output, and a
-check that its receipts still read back (:class:`ReceiptsCurrent`), so a release where
-nothing changed runs no action at all and a stale receipt re-runs the task that wrote it.
+receipts), one ``config_changed`` over everything else that decides its output, a check
+that its receipts still read back (:class:`ReceiptsCurrent`) and one that the outputs they
+list are still there (:class:`OutputsPresent`: build artifacts, layout blobs and refs, a
+local store's copies), so a release where nothing changed runs no action at all, and a
+stale receipt or a lost output re-runs the task that made it.
 Every action is an :class:`~esp32tasks.tasks.boundary.Action`: a plain function, named in
 ``doit info`` and ``doit clean``.
 """
@@ -11,7 +13,7 @@ Every action is an :class:`~esp32tasks.tasks.boundary.Action`: a plain function,
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -21,14 +23,19 @@ from esp32tasks import images, plan
 from esp32tasks.build import action as build_action
 from esp32tasks.build import builders
 from esp32tasks.config import RegistryConfig
+from esp32tasks.errors import Esp32TasksError, VerifyFailed
 from esp32tasks.files import remove
+from esp32tasks.plan import Plan
 from esp32tasks.receiptfile import all_current
-from esp32tasks.registry import push, verify
+from esp32tasks.registry import push
+from esp32tasks.registry import verify as registry_verify
 from esp32tasks.store import manifest, upload
+from esp32tasks.store import verify as store_verify
 from esp32tasks.tasks.boundary import Action
 from esp32tasks.tasks.session import Session
 
 __all__ = [
+    "OutputsPresent",
     "ReceiptsCurrent",
     "build_tasks",
     "index_task",
@@ -39,6 +46,7 @@ __all__ = [
     "rmtree",
     "tag_tasks",
     "upload_tasks",
+    "verify",
     "verify_task",
 ]
 
@@ -62,6 +70,23 @@ class ReceiptsCurrent:
         return "receipts read back: " + ", ".join(p.as_posix() for p, _ in self.receipts)
 
 
+class OutputsPresent:
+    """``uptodate``: False when an output the task's receipt lists is gone or has another
+    size, so the task makes it again. ``check`` stats, never hashes (the no-op budget)."""
+
+    __slots__ = ("args", "check")
+
+    def __init__(self, check: Callable[..., bool], *args: Any) -> None:
+        self.check = check
+        self.args = args
+
+    def __call__(self) -> bool:
+        return self.check(*self.args)
+
+    def __str__(self) -> str:
+        return f"outputs present: {self.check.__module__}.{self.check.__qualname__}"
+
+
 def rmtree(path: Path) -> None:
     """A clean action: remove a directory we made, if it is there."""
     shutil.rmtree(path, ignore_errors=True)
@@ -76,10 +101,10 @@ def _task(task: Task) -> Task:
 def _producer(s: Session, *, basename: str, name: str | None, doc: str, action: Action,
               file_dep: list[str], receipts: Sequence[tuple[PurePosixPath, str]],
               settings: Mapping[str, Any], outputs: Sequence[str] = (),
-              clean: Sequence[Action] = ()) -> Task:
+              present: OutputsPresent | None = None, clean: Sequence[Action] = ()) -> Task:
     """A task that writes receipts: they are its targets (with ``outputs``), stale ones
-    re-run it, ``settings`` is its one ``config_changed``, and clean removes them (after
-    ``clean``)."""
+    re-run it, and so do lost outputs its receipts list (``present``); ``settings`` is its
+    one ``config_changed``, and clean removes them (after ``clean``)."""
     root = s.release.root
     task: Task = {
         "basename": basename,
@@ -87,7 +112,8 @@ def _producer(s: Session, *, basename: str, name: str | None, doc: str, action: 
         "actions": [action],
         "file_dep": file_dep,
         "targets": [*outputs, *(str(path) for path, _ in receipts)],
-        "uptodate": [config_changed(dict(settings)), ReceiptsCurrent(root, *receipts)],
+        "uptodate": [config_changed(dict(settings)), ReceiptsCurrent(root, *receipts),
+                     *([] if present is None else [present])],
         "clean": [*clean, Action(remove, *(root / path for path, _ in receipts))],
     }
     if name is not None:
@@ -113,6 +139,7 @@ def build_tasks(s: Session, doc: str | None) -> Iterator[Task]:
             outputs=[f"{step.build_dir}/{n}" for n in builders.CONTRACT_FILES],
             receipts=[(step.build_receipt, "build"), (step.app_receipt, "app")],
             settings=builders.settings(release, step.target, step.build_dir.as_posix()),
+            present=OutputsPresent(build_action.outputs_present, release.root, step),
             clean=[Action(rmtree, release.root / step.build_dir)])
 
 
@@ -126,7 +153,8 @@ def tag_tasks(s: Session, doc: str | None) -> Iterator[Task]:
             action=Action(images.tag, p, step),
             file_dep=[str(step.app_receipt)],
             receipts=[(step.image_receipt, "image")],
-            settings={"tag": step.tag, "layout": p.oci_dir.as_posix()})
+            settings={"tag": step.tag, "layout": p.oci_dir.as_posix()},
+            present=OutputsPresent(images.image_present, p, step))
 
 
 def index_task(s: Session) -> Task:
@@ -138,6 +166,7 @@ def index_task(s: Session) -> Task:
         file_dep=[str(step.image_receipt) for step in p.steps],
         receipts=[(p.index_receipt, "index")],
         settings={"tag": p.index_tag, "annotations": plan.index_annotations(p)},
+        present=OutputsPresent(images.index_present, p),
         clean=[Action(rmtree, p.release.root / p.oci_dir)])
 
 
@@ -154,6 +183,8 @@ def upload_tasks(s: Session, doc: str | None) -> Iterator[Task]:
             receipts=[(step.upload_receipt, "upload")],
             settings={"store": store.url, "endpoint": store.endpoint_url,
                       "prefix": step.store_prefix},
+            # a local store's copies are a stat away; an S3 store is not asked on a no-op
+            present=None if store.is_s3 else OutputsPresent(upload.objects_present, p, step),
             # a local store is ours to clean; a remote one never is
             clean=[] if store.is_s3 else
             [Action(rmtree, p.release.root / store.url / step.store_prefix)])
@@ -212,7 +243,8 @@ def manifest_task(s: Session) -> Task:
         "targets": [str(manifest.RECEIPT)],
         "uptodate": [config_changed({
             "store": store.url, "endpoint": store.endpoint_url, "key": manifest.manifest_key(p),
-            "git": [p.git.revision, p.git.commit_time, p.git.dirty], "pushed": pushed})],
+            "git": [p.git.revision, p.git.commit_time, p.git.dirty], "pushed": pushed}),
+            *([] if store.is_s3 else [OutputsPresent(manifest.published_present, p)])],
         "clean": clean,
     })
 
@@ -226,11 +258,31 @@ def release_task(s: Session, doc: str | None) -> Task:
     }
 
 
+def verify(plan: Plan, registry: RegistryConfig | None) -> None:
+    """The ``verify`` action: the registry (when one is configured), then the store, each
+    checked and reported even when the other fails."""
+    checks: list[Callable[[], None]] = [lambda: store_verify.verify(plan)]
+    if registry is None:
+        print("no registry configured: checking the store only")
+    else:
+        checks.insert(0, lambda: registry_verify.verify(plan, registry))
+    failed: list[Esp32TasksError] = []
+    for check in checks:
+        try:
+            check()
+        except Esp32TasksError as exc:
+            failed.append(exc)
+    if len(failed) == 1:
+        raise failed[0]
+    if failed:
+        raise VerifyFailed("\n".join(map(str, failed)))
+
+
 def verify_task(s: Session, doc: str | None) -> Task:
     return _task({
         "basename": "verify",
         "doc": doc,
-        "actions": [Action(verify.verify, s.plan, s.release.registry)],
+        "actions": [Action(verify, s.plan, s.release.registry)],
         "uptodate": [False],
         "verbosity": 2,
     })
