@@ -369,6 +369,9 @@ class FlakyProxy:
         self._answer = threading.Condition(self.lock)
         #: Called with (method, path) before a request is forwarded (e.g. to kill upstream).
         self.on_request: Callable[[str, str], None] | None = None
+        #: Called with (method, path, status) once upstream answered, before the answer
+        #: goes back (e.g. to hold it while time passes).
+        self.on_answer: Callable[[str, str, int], None] | None = None
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -408,6 +411,8 @@ class FlakyProxy:
                     # upstream is gone: hang up without an answer, as a dead server would
                     self.close_connection = True
                     return
+                if proxy.on_answer is not None:
+                    proxy.on_answer(self.command, self.path, response.status)
                 self.send_response(response.status)
                 for key, value in response.getheaders():
                     sent = value
