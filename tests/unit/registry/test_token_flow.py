@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
 
-from esp32tasks.errors import RegistryAuthError, RegistryError
+from esp32tasks.config import RegistryConfig
+from esp32tasks.errors import RegistryAuthError, RegistryError, RegistryUnreachable
+from esp32tasks.registry.client import Client
 from esp32tasks.registry.credentials import Credentials
 from esp32tasks.registry.http import Transport
 
@@ -145,3 +149,38 @@ def test_a_scope_not_granted_is_said_once_a_fresh_token_is_refused_too() -> None
         "not push to this repository: ask its operators for push access, or use other "
         "credentials")
     assert len(session.calls) == 5
+
+
+def test_an_unreachable_realm_is_named() -> None:
+    t, session = transport([answer(401, **{"WWW-Authenticate": CHALLENGE})])
+    script = session.script
+
+    def request(method: str, url: str, **kwargs: Any) -> requests.Response:
+        session.calls.append({"method": method, "url": url, **kwargs})
+        if url.startswith(REALM):
+            raise requests.exceptions.ConnectionError("[Errno 111] Connection refused")
+        return next(script)
+
+    session.request = request  # type: ignore[method-assign]
+    with pytest.raises(RegistryUnreachable) as caught:
+        t.do_request(URL, "HEAD")
+    assert str(caught.value) == (
+        f"cannot reach the token server {REALM} that registry registry.test named "
+        "(Connection refused); check that it is up and reachable from here")
+
+
+def test_a_refused_connection_names_where_the_repository_came_from(tmp_path: Path) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    config = RegistryConfig(repository=f"127.0.0.1:{port}/x/y", insecure=True,
+                            source="ESP32TASKS_REGISTRY", timeout=2.0,
+                            docker_config=str(tmp_path / "no-config.json"))
+    client = Client(config, tmp_path)
+    client.transport.sleep = lambda _: None
+    with pytest.raises(RegistryUnreachable) as caught:
+        client.manifest_digest("t")
+    assert str(caught.value) == (
+        f"cannot reach registry 127.0.0.1:{port} over http (Connection refused); check the "
+        f"registry in ESP32TASKS_REGISTRY (127.0.0.1:{port}) is running and listening there, "
+        "and that the scheme is right (insecure = true for plain HTTP)")
