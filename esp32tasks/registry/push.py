@@ -139,13 +139,27 @@ def send_image(client: Client, layout: oci.Layout, image: ImageReceipt,
     if previous is not None and known is not None:
         _send_known(client, layout, image, manifest, previous=previous, known=known)
         return
-    current = client.manifest_digest(tag)
+    current = _confirmed(client, tag, client.manifest_digest(tag), digest)
     if current == digest:
         return
     if current is not None and not _may_overwrite(client.config, tag):
         raise _immutable(client.config, tag, current, digest)
     _send_missing(client, layout, list(image.blobs))
     _put_manifest(client, layout, image, manifest, checked=list(image.blobs))
+
+
+def _confirmed(client: Client, tag: str, current: str | None, ours: str,
+               read: list[bytes] | None = None) -> str | None:
+    """What ``tag`` points at, proven by its bytes before it becomes a verdict: a HEAD's
+    digest that is not ours is checked by a GET, whose bytes must hash to what the
+    registry says (else it serves wrong digests, and says so: never "immutable").
+    The bytes read go to ``read``, when given."""
+    if current is None or current == ours:
+        return current
+    digest, data = client.get_manifest(tag)
+    if read is not None:
+        read.append(data)
+    return digest
 
 
 def _remembered(image: ImageReceipt, known: tuple[str, ...] | None) -> tuple[str, ...]:
@@ -191,10 +205,11 @@ def push_index(plan: Plan, config: RegistryConfig) -> None:
                                "run `doit release` again")
     tag, digest = index.tag, index.index.digest
     client = shared(config, root)
-    current = client.manifest_digest(tag)
+    read: list[bytes] = []
+    current = _confirmed(client, tag, client.manifest_digest(tag), digest, read)
     if current != digest:
         if current is not None and not config.force:
-            released_by = _revision(client, tag)
+            released_by = _revision(read[0]) if read else None
             raise _immutable(config, tag, current, digest, released_by=released_by)
         blob = oci.Blob(oci.INDEX_MEDIA_TYPE, oci.Layout(root / plan.oci_dir).read_blob(digest))
         client.put_manifest(tag, blob)
@@ -202,11 +217,10 @@ def push_index(plan: Plan, config: RegistryConfig) -> None:
                                     targets=index.targets))
 
 
-def _revision(client: Client, tag: str) -> str | None:
-    """The commit the tag's current index was released from, for the refusal message."""
+def _revision(index: bytes) -> str | None:
+    """The commit an index was released from, for the refusal message."""
     try:
-        _, data = client.get_manifest(tag)
-        value = json.loads(data).get("annotations", {}).get("org.opencontainers.image.revision")
-    except (PublishError, ValueError, AttributeError):
+        value = json.loads(index).get("annotations", {}).get("org.opencontainers.image.revision")
+    except (ValueError, AttributeError):
         return None
     return value if isinstance(value, str) else None

@@ -53,8 +53,10 @@ from botocore.exceptions import (
     ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
+    IncompleteReadError,
     NoCredentialsError,
     ReadTimeoutError,
+    ResponseStreamingError,
 )
 
 from esp32tasks import __version__, deadline
@@ -546,6 +548,12 @@ class S3Store:
             raise StoreUnreachable(
                 f"{self._where()}: no answer within {READ_TIMEOUT:.0f} s, {ATTEMPTS} "
                 "attempts; the server accepts connections but does not respond") from None
+        except (IncompleteReadError, ResponseStreamingError):
+            self._raise_if_too_slow(key, operation)
+            raise StoreUnreachable(
+                f"{self._where()}: {operation} {self.describe(key)}: the server cut its answer "
+                "short; run the release again, and if it recurs check the server and the "
+                "network to it") from None
         except BotoCoreError as exc:
             self._raise_if_too_slow(key, operation)
             raise StoreError(f"{self._where()}: {operation} {self.describe(key)} failed: "

@@ -132,9 +132,10 @@ def test_a_token_that_expires_mid_release_is_renewed(
     finally:
         proxy.close()
     assert "push-index" in run.executed
-    assert len(token_registry.token_requests) == 2
+    tokens = len(token_registry.token_requests)
+    assert tokens >= 2  # at least the index PUT's dead token was replaced
     refused = [r for r in token_registry.requests() if r.status == 401]
-    assert len(refused) == 2  # the first request (learning Bearer) and the dead token
+    assert len(refused) == tokens  # learning Bearer, then one refusal per dead token
 
 
 def test_the_leeway_trick_is_met_by_honouring_expires_in(
@@ -152,8 +153,8 @@ def test_the_leeway_trick_is_met_by_honouring_expires_in(
     finally:
         proxy.close()
     assert "push-index" in run.executed
-    assert len(token_registry.token_requests) == 2  # the second fetched before the first died
-    assert len([r for r in token_registry.requests() if r.status == 401]) == 1
+    assert len(token_registry.token_requests) >= 2  # renewed before the first died
+    assert len([r for r in token_registry.requests() if r.status == 401]) == 1  # learning
 
 
 def test_a_pull_only_user_is_refused_before_anything_is_written(
