@@ -228,3 +228,26 @@ def test_permission_denied_is_one_line(repo: Repo) -> None:
         "error: build:esp32c3: build/receipts/build-esp32c3.json: permission denied; give "
         f"user {user} write access to it and its directory (chown or chmod), then {AGAIN}")
     assert "build:esp32c3" in repo.doit("release").executed
+
+
+def test_a_source_nobody_may_read_is_the_builds_own_error_not_a_traceback(
+        repo: Repo) -> None:
+    """doit hashes a changed file_dep itself: a source this user may not read fails in the
+    build (the compiler says so), one error, no traceback from doit's check."""
+    repo.doit("release")
+    source = repo.path / "examples/hello/main/hello_main.c"
+    repo.write("examples/hello/main/hello_main.c", source.read_text() + "\n")
+    locked = repo.path.parent / "locked"  # the probe's: proves root's powers are gone
+    locked.mkdir()
+    locked.chmod(0o555)
+    source.chmod(0o000)
+    try:
+        run = without_root_powers(repo, locked, "release")
+    finally:
+        source.chmod(0o644)
+    assert run.code == 1
+    assert "Traceback" not in run.output
+    assert run.stderr.startswith("error: build:esp32c3: ")
+    assert "hello_main.c: Permission denied" in run.stderr
+    assert [line for line in run.stderr.splitlines() if line.startswith("error:")] == [
+        run.stderr.splitlines()[0]]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import io
+from pathlib import Path
 
 import pytest
-from doit.exceptions import TaskError, TaskFailed
+from doit.exceptions import DependencyError, TaskError, TaskFailed
 from doit.reporter import ConsoleReporter
 from doit.task import Task
 
@@ -104,3 +106,30 @@ def test_a_failure_doit_does_not_report_is_not_reported(
     report.complete_run()
     assert out.getvalue() == ""
     assert capsys.readouterr().err == ""
+
+
+def dependency_error(exc: OSError) -> DependencyError:
+    """As doit makes one: it keeps the traceback's text, not the exception."""
+    try:
+        raise exc
+    except OSError as raised:
+        return DependencyError("ERROR: Task 'build:esp32c3' checking dependencies", raised)
+
+
+def test_a_file_doit_may_not_read_while_checking_is_one_line(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """doit hashes file_dep itself: a source it may not read fails there, not in an action."""
+    source = tmp_path / "main.c"
+    report, out = reporter()
+    report.add_failure(task("build:esp32c3"), dependency_error(
+        PermissionError(errno.EACCES, "Permission denied", str(source))))
+    report.complete_run()
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: build:esp32c3: {source}: permission denied; give user ")
+    assert err.count("\n") == 1
+    assert out.getvalue() == ""
+    # an OSError that is no refusal of the filesystem stays doit's report, traceback and all
+    report, out = reporter()
+    report.add_failure(task("build:esp32c3"), dependency_error(
+        FileNotFoundError(errno.ENOENT, "No such file or directory", str(source))))
+    assert "DependencyError - taskid:build:esp32c3" in out.getvalue()
