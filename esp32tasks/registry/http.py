@@ -222,12 +222,17 @@ class Transport(oras.provider.Registry):  # type: ignore[misc]  # oras-py ships 
                 fields["account"] = creds.username
                 headers["Authorization"] = creds.basic()
             url = realm + ("&" if parts.query else "?") + urlencode(fields)
-        try:
-            response = self._exchange(url, method, data=data, json=None, headers=headers)
-        except _Cut as cut:
-            raise RegistryUnreachable(
-                f"cannot reach the token server {shown} that registry {self.hostname} named "
-                f"({cut.reason}); check that it is up and reachable from here") from None
+        for attempt in range(len(CONNECT_BACKOFF) + 1):
+            try:
+                response = self._exchange(url, method, data=data, json=None, headers=headers)
+                break
+            except _Cut as cut:  # a kept-alive connection the token server closed, say
+                if attempt == len(CONNECT_BACKOFF):
+                    raise RegistryUnreachable(
+                        f"cannot reach the token server {shown} that registry "
+                        f"{self.hostname} named ({cut.reason}); check that it is up and "
+                        "reachable from here") from None
+                self.sleep(CONNECT_BACKOFF[attempt])
         return self._token_from(response, shown)
 
     def _token_from(self, response: requests.Response, shown: str) -> auth.Token:

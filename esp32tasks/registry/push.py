@@ -139,11 +139,13 @@ def send_image(client: Client, layout: oci.Layout, image: ImageReceipt,
     if previous is not None and known is not None:
         _send_known(client, layout, image, manifest, previous=previous, known=known)
         return
-    current = _confirmed(client, tag, client.manifest_digest(tag), digest)
+    current = client.manifest_digest(tag)
+    if current not in (None, digest) and not _may_overwrite(client.config, tag):
+        current = _confirmed(client, tag, current, digest)  # a verdict needs the bytes
+        if current != digest:
+            raise _immutable(client.config, tag, str(current), digest)
     if current == digest:
         return
-    if current is not None and not _may_overwrite(client.config, tag):
-        raise _immutable(client.config, tag, current, digest)
     _send_missing(client, layout, list(image.blobs))
     _put_manifest(client, layout, image, manifest, checked=list(image.blobs))
 
@@ -206,7 +208,9 @@ def push_index(plan: Plan, config: RegistryConfig) -> None:
     tag, digest = index.tag, index.index.digest
     client = shared(config, root)
     read: list[bytes] = []
-    current = _confirmed(client, tag, client.manifest_digest(tag), digest, read)
+    current = client.manifest_digest(tag)
+    if current not in (None, digest) and not config.force:
+        current = _confirmed(client, tag, current, digest, read)  # a verdict needs the bytes
     if current != digest:
         if current is not None and not config.force:
             released_by = _revision(read[0]) if read else None

@@ -147,8 +147,9 @@ def test_clean_target_tag_is_not_moved_to_other_bytes(
     assert refused.code != 0
     assert f"error: push:esp32c3: {where} already points at {c6.manifest.digest}, " \
         f"not at this build's {c3.manifest.digest}" in refused.stderr
+    # the HEAD finds it, and the GET proves it by the bytes before the verdict
     assert exact(registry.requests()[before:]) == [
-        f"HEAD /v2/{PATH}/manifests/{c3.tag} 200"]
+        f"HEAD /v2/{PATH}/manifests/{c3.tag} 200", f"GET /v2/{PATH}/manifests/{c3.tag} 200"]
     assert registry.manifest(PATH, c3.tag)[0] == c6.manifest.digest  # not moved
 
 

@@ -163,6 +163,11 @@ class _Refused(Exception):
         self.user = user
 
 
+class _Server(ThreadingHTTPServer):
+    # a CI machine under load: more than socketserver's 5 pending connections
+    request_queue_size = 128
+
+
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -242,7 +247,7 @@ class TokenServer:
         self.fail = 0
         self.users = default_users()
         self.anonymous = dict(ANONYMOUS_ACCESS)
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = _Server(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         if tls:
             assert certs is not None, "TLS needs the directory make_ca wrote"
