@@ -175,7 +175,7 @@ class S3Store:
                 self._manager = create_transfer_manager(self.client, self.transfer)
                 # cancel=True: nothing is in flight by then, and if something were, the
                 # process should not wait for it
-                self._finalizers.append(weakref.finalize(self, self._manager.shutdown, True))
+                self._finalizers.append(weakref.finalize(self, _shut_down, self._manager))
             return self._manager
 
     def close(self) -> None:
@@ -439,10 +439,7 @@ class S3Store:
     def _begin(self, request: Any, **_: Any) -> None:
         """``before-send``: this attempt's deadline, sized by its body."""
         size = int(request.headers.get("Content-Length") or 0)
-        deadline.start(deadline.allowance(READ_TIMEOUT, size), self._overran)
-
-    def _overran(self, watch: deadline.Deadline) -> None:
-        self.too_slow = watch.seconds
+        deadline.start(deadline.allowance(READ_TIMEOUT, size), _Overran(weakref.ref(self)))
 
     def _end(self, model: Any = None, **_: Any) -> None:
         """``after-call``/``after-call-error``: the exchange is over (a GetObject's
@@ -635,6 +632,32 @@ class _Pool(AWSHTTPConnectionPool):
 
 class _TLSPool(AWSHTTPSConnectionPool):
     ConnectionCls = _TLSConnection
+
+
+class _Overran:
+    """A deadline's ``on_expire``: marks the store too slow, holding it weakly (a thread's
+    deadline may outlive the store, which must not be kept alive by it)."""
+
+    __slots__ = ("store",)
+
+    def __init__(self, store: weakref.ref[S3Store]) -> None:
+        self.store = store
+
+    def __call__(self, watch: deadline.Deadline) -> None:
+        store = self.store()
+        if store is not None:
+            store.too_slow = watch.seconds
+
+
+def _shut_down(manager: TransferManager) -> None:
+    """The transfer manager's finalizer. The last reference to a store may go in one of
+    the manager's own worker threads, where shutting it down would join that very thread
+    (a deadlock that held the process at exit): there, a thread of its own does it."""
+    if threading.current_thread() is threading.main_thread():
+        manager.shutdown(True)
+    else:
+        threading.Thread(target=manager.shutdown, args=(True,), daemon=True,
+                         name="s3-manager-shutdown").start()
 
 
 class _Weak:

@@ -662,3 +662,25 @@ def test_a_multipart_upload_counts_when_its_composite_checksum_is_ours(
     with pytest.raises(StoreError, match=r"upload of s3://unit-fake/p/big.elf was answered "
                                          r"with checksum AAAA"):
         store.put_files([("big.elf", big, sha)], overwrite={"big.elf"})
+
+
+def test_a_store_dropped_in_a_worker_thread_never_joins_that_thread() -> None:
+    """The last reference to a store may go in one of its manager's threads: shutting
+    the manager down there would join that very thread (the process hung at exit)."""
+    from esp32tasks.store.s3 import _shut_down
+
+    ran = threading.Event()
+    seen: list[str] = []
+
+    class Manager:
+        def shutdown(self, cancel: bool) -> None:
+            seen.append(threading.current_thread().name)
+            ran.set()
+
+    worker = threading.Thread(target=_shut_down, args=(Manager(),), name="s3transfer-worker")
+    worker.start()
+    worker.join(5)
+    assert ran.wait(5)
+    assert seen == ["s3-manager-shutdown"]
+    _shut_down(Manager())  # type: ignore[arg-type]  # from the main thread: at once
+    assert seen == ["s3-manager-shutdown", "MainThread"]
