@@ -12,17 +12,39 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from esp32tasks.receipts import PushIndexReceipt, PushReceipt, UploadReceipt, read
+from tests.servers.faults import Fault
 from tests.servers.registry import RegistryServer
 from tests.servers.s3 import Seaweed
 from tests.support.registry_wire import INDEX_TAG, PATH
 from tests.support.repo import GIT_ENV, TARGETS, Repo, Run
 from tests.support.s3_release import MANIFEST, PREFIX, check_bucket
 
-__all__ = ["VERDICTS", "Timed", "assert_converges", "assert_one_clear_error",
+__all__ = ["TOO_SLOW", "VERDICTS", "Case", "Timed", "assert_converges", "assert_one_clear_error",
            "assert_receipts_proven", "doit_bounded", "error_lines", "receipt_of_task"]
+
+#: What a "too slow" line says (a regular expression, any case), for either server.
+TOO_SLOW = r"too slow|did not answer|no answer|did not finish|timed? ?out|deadline|within \d"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One fault class of a parametrized fault test: the fault, where it applies (as
+    :meth:`FaultProxy.inject` takes it), and what the one error line must say."""
+
+    fault: Fault
+    says: str
+    method: str = ".*"
+    path: str = ".*"
+    nth: int = 1
+    times: int | None = None
+    #: seconds the failing run may take
+    within: float = 30
+    #: ``[registry]`` keys the repository is configured with
+    settings: dict[str, object] = field(default_factory=dict)
+
 
 #: Verdicts about what a server holds: never the conclusion from a server that misbehaves.
 VERDICTS = ("immutable", "already points at", "not an esp32tasks release manifest",

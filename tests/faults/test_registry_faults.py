@@ -7,11 +7,11 @@ Each test releases the built example (`built`) into the real registry through
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import pytest
 
 from tests.faults.support import (
+    TOO_SLOW,
+    Case,
     assert_converges,
     assert_one_clear_error,
     assert_receipts_proven,
@@ -25,22 +25,8 @@ pytestmark = pytest.mark.integration
 
 #: What the one line must say, per kind of failure (a regular expression, any case).
 UNREACHABLE = r"cannot reach|unreachable|reset|closed|cut short|incomplete|truncated"
-TOO_SLOW = r"too slow|did not answer|no answer|did not finish|timed? ?out|deadline|within \d"
 NOT_A_REGISTRY = r"not an? (OCI |docker |container )?registry"
 CREDENTIALS = r"credentials|401|refus"
-
-
-@dataclass(frozen=True)
-class Case:
-    fault: Fault
-    says: str
-    method: str = ".*"
-    path: str = ".*"
-    nth: int = 1
-    times: int | None = None
-    #: seconds the failing run may take
-    within: float = 30
-    settings: dict[str, object] = field(default_factory=dict)
 
 
 FAILS = {

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from dataclasses import dataclass
 
 import pytest
 
 from tests.faults.support import (
+    TOO_SLOW,
+    Case,
     assert_converges,
     assert_one_clear_error,
     assert_receipts_proven,
@@ -29,20 +30,8 @@ pytestmark = pytest.mark.integration
 
 UNREACHABLE = (r"cannot connect|cannot reach|unreachable|reset|closed|cut .*short|incomplete"
                r"|truncated")
-TOO_SLOW = r"too slow|did not answer|no answer|did not finish|timed? ?out|deadline|within \d"
 NOT_S3 = r"not an? S3"
 OBJECTS = r"/artifacts/"
-
-
-@dataclass(frozen=True)
-class Case:
-    fault: Fault
-    says: str
-    method: str = ".*"
-    path: str = ".*"
-    nth: int = 1
-    times: int | None = None
-    within: float = 30
 
 
 FAILS = {
