@@ -24,6 +24,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Final, Literal, TypeVar, cast, get_args
 
 from esp32tasks.errors import ConfigError
+from esp32tasks.version import GIT, TAG_PATTERN, from_describe
+from esp32tasks.version import parse as parse_version
 
 __all__ = [
     "CLI_PARAMETERS",
@@ -42,10 +44,13 @@ __all__ = [
     "StoreConfig",
     "Target",
     "apply_overrides",
+    "channel_problem",
     "load",
     "parse",
     "parse_bool",
+    "resolve_version",
     "substitute",
+    "version_problem",
 ]
 
 Chip = Literal[
@@ -94,15 +99,32 @@ _NOT_A_REPOSITORY: Final = ("not host[:port]/path with a lower-case path (e.g. "
 _PSRAM_SUFFIX = re.compile(r"r[28]$")
 
 
+VERSION_IN_CONFIG: Final = "[project] version in targets.toml"
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Project:
     name: str
     app_type: str
     version: str
+    """A semver release or pre-release, a snapshot, or ``"git"`` until the session resolves
+    it (:func:`resolve_version`): everything downstream sees the version itself."""
     app_dir: PurePosixPath
     """The app's directory, relative to the repository root."""
     source: str | None = None
     """Optional URL of the source repository (``org.opencontainers.image.source``)."""
+    version_source: str = VERSION_IN_CONFIG
+    """Where ``version`` came from, for messages about it."""
+    channels: tuple[str, ...] = ()
+    """Channels this release moves (``<app_type>-<channel>``), after its index is pushed."""
+    channels_source: str = ""
+    """Who asked for ``channels`` when not ``[project] channels`` (``ESP32TASKS_CHANNEL=…``,
+    ``doit release channel=…``): asked for, a dirty tree's release is refused; by default,
+    its channels are left where they are."""
+    force_channel: bool = False
+    """Move a channel backwards (``ESP32TASKS_FORCE_CHANNEL``; never ``ESP32TASKS_FORCE``)."""
+    allow_dirty: bool = False
+    """Publish an uncommitted tree, under names that end in ``-dirty``."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -195,6 +217,10 @@ class Release:
     targets: tuple[Target, ...]
     registry: RegistryConfig | None = None
     store: StoreConfig = field(default_factory=StoreConfig)
+    actor: str = ""
+    """Who runs the release, where the CI says (``GITHUB_ACTOR``, ``GITLAB_USER_LOGIN``)."""
+    step_summary: str = ""
+    """GitHub Actions' job summary file (``GITHUB_STEP_SUMMARY``): the summary goes there too."""
 
     @property
     def root(self) -> Path:
@@ -210,9 +236,16 @@ VARIABLES: Final = (
     "ESP32TASKS_REGISTRY_PASSWORD",
     "ESP32TASKS_ALLOW_DIRTY",         # [registry] allow_dirty
     "ESP32TASKS_FORCE",               # [registry] force, and the store's release check
+    "ESP32TASKS_VERSION",             # [project] version
+    "ESP32TASKS_CHANNEL",             # [project] channels
+    "ESP32TASKS_FORCE_CHANNEL",       # [project] force_channel
 )
 #: ``doit release <name>=<value>`` parameters; each beats its variable.
-CLI_PARAMETERS: Final = ("registry",)
+CLI_PARAMETERS: Final = ("registry", "version", "channel")
+#: A channel's name: ``<app_type>-<channel>`` is a moving index tag.
+_CHANNEL = re.compile(r"[a-z][a-z0-9]*")
+#: Names a channel cannot take (``-dirty`` marks an uncommitted tree's names).
+RESERVED_CHANNELS: Final = frozenset({"dirty"})
 _TRUE: Final = ("1", "true", "yes", "on")
 _FALSE: Final = ("0", "false", "no", "off")
 
@@ -436,7 +469,8 @@ class _Reader:
 
     def project(self, data: dict[str, Any]) -> Project | None:
         table = self.table(data, "project", "", ("name", "app_type", "version", "app_dir",
-                                                  "source"))
+                                                  "source", "channels", "force_channel",
+                                                  "allow_dirty"))
         if table is None:
             self.fail("project", "missing; add a [project] table with name, app_type, version")
             return None
@@ -452,12 +486,16 @@ class _Reader:
             self.fail("project.app_type", f"'{app_type}' cannot be part of an OCI tag; use "
                       "letters, digits, '.', '_' and '-', not starting with '.' or '-'")
         if version is not None:
-            if not _TAG_PART.fullmatch(version):
-                self.fail("project.version", f"'{version}' cannot be part of an OCI tag; use "
-                          "letters, digits, '.', '_' and '-' (e.g. 1.4.0-rc.1)")
-            elif len(version.encode()) > MAX_VERSION_BYTES:
-                self.fail("project.version", f"'{version}' is {len(version.encode())} bytes; "
-                          f"esp_app_desc_t.version holds at most {MAX_VERSION_BYTES}")
+            problem = version_problem(version, allow_git=True)
+            if problem is not None:
+                self.fail("project.version", problem)
+        channels = self.strings(table, "channels", "project")
+        for channel in channels:
+            problem = channel_problem(channel)
+            if problem is not None:
+                self.fail("project.channels", problem)
+        force_channel = bool(self.get(table, "force_channel", "project", bool, False))
+        allow_dirty = bool(self.get(table, "allow_dirty", "project", bool, False))
         app_path: PurePosixPath | None = None
         if app_dir is not None:
             if not _is_relative_inside(app_dir, allow_dot=True):
@@ -474,7 +512,8 @@ class _Reader:
         if name is None or app_type is None or version is None or app_path is None:
             return None
         return Project(name=name, app_type=app_type, version=version, app_dir=app_path,
-                       source=source)
+                       source=source, channels=tuple(dict.fromkeys(channels)),
+                       force_channel=force_channel, allow_dirty=allow_dirty)
 
     def builder(self, data: dict[str, Any]) -> Builder | None:
         table = self.table(data, "builder", "", ("kind", "command", "env", "sdkconfig_defaults",
@@ -546,13 +585,6 @@ class _Reader:
                 key = f"{where}.chip" if "chip" in item else f"{where}.name"
                 self.fail(key, f"unknown chip '{chip}' (known: {', '.join(KNOWN_CHIPS)}); {hint}")
                 continue
-            if project is not None:
-                longest = len(f"{name}-{project.app_type}-{project.version}") + TAG_SUFFIX_MAX
-                if longest > MAX_TAG_LENGTH:
-                    self.fail(f"{where}.name", f"the tag "
-                              f"'{name}-{project.app_type}-{project.version}-<sha7>-dirty' can "
-                              f"reach {longest} characters, over the {MAX_TAG_LENGTH} OCI allows;"
-                              " shorten the target name, app_type or version")
             files = self.strings(item, "files", where)
             self.relative_files(files, f"{where}.files")
             defaults = self.strings(item, "sdkconfig_defaults", where)
@@ -655,6 +687,16 @@ def apply_overrides(release: Release, environ: Mapping[str, str],
     force = flag("ESP32TASKS_FORCE")
     allow_dirty = flag("ESP32TASKS_ALLOW_DIRTY")
     insecure = flag("ESP32TASKS_REGISTRY_INSECURE")
+    force_channel = flag("ESP32TASKS_FORCE_CHANNEL")
+    project = _project_overrides(release.project, environ, cli, problems)
+    if allow_dirty is not None:
+        project = replace(project, allow_dirty=allow_dirty)
+    elif release.registry is not None and release.registry.allow_dirty:
+        project = replace(project, allow_dirty=True)  # [registry] allow_dirty, as before
+    if force_channel is not None:
+        project = replace(project, force_channel=force_channel)
+    release = replace(release, project=project, actor=_actor(environ),
+                      step_summary=environ.get("GITHUB_STEP_SUMMARY", ""))
     registry = release.registry
     cli_repository = cli.get("registry") or None
     env_repository = environ.get("ESP32TASKS_REGISTRY") or None
@@ -683,6 +725,96 @@ def apply_overrides(release: Release, environ: Mapping[str, str],
     if environ.get("ESP32TASKS_REGISTRY_CA_BUNDLE"):
         changes["ca_bundle"] = environ["ESP32TASKS_REGISTRY_CA_BUNDLE"]
     return replace(release, store=store, registry=replace(registry, **changes))  # type: ignore[arg-type]
+
+
+def _project_overrides(project: Project, environ: Mapping[str, str],
+                       cli: Mapping[str, str | None], problems: list[str]) -> Project:
+    """``version=`` beats ``ESP32TASKS_VERSION``, which beats ``[project] version``;
+    ``channel=`` beats ``ESP32TASKS_CHANNEL`` (comma-separated), which beats ``channels``."""
+    version = cli.get("version") or None
+    shown = f"doit release version={version}"
+    if version is None:
+        version = environ.get("ESP32TASKS_VERSION") or None
+        shown = "ESP32TASKS_VERSION"
+    if version is not None:
+        problem = version_problem(version, allow_git=True)
+        if problem is not None:
+            problems.append(f"{shown}: {problem}")
+        else:
+            project = replace(project, version=version, version_source=shown)
+    channel = cli.get("channel") or None
+    shown = f"doit release channel={channel}"
+    if channel is None:
+        channel = environ.get("ESP32TASKS_CHANNEL") or None
+        shown = f"ESP32TASKS_CHANNEL={channel}"
+    if channel is not None:
+        channels = tuple(dict.fromkeys(c.strip() for c in channel.split(",") if c.strip()))
+        bad = [p for p in map(channel_problem, channels) if p is not None]
+        problems.extend(f"{shown}: {p}" for p in bad)
+        if not bad:
+            project = replace(project, channels=channels, channels_source=shown)
+    return project
+
+
+def _actor(environ: Mapping[str, str]) -> str:
+    if environ.get("GITHUB_ACTOR"):
+        return f"{environ['GITHUB_ACTOR']} (GitHub Actions)"
+    if environ.get("GITLAB_USER_LOGIN"):
+        return f"{environ['GITLAB_USER_LOGIN']} (GitLab CI)"
+    return ""
+
+
+def version_problem(version: str, *, allow_git: bool = False) -> str | None:
+    """What is wrong with ``version`` as a release's version, if anything."""
+    if allow_git and version == GIT:
+        return None
+    if "+" in version:
+        return (f"'{version}' has build metadata ('+'), which an OCI tag cannot hold; drop "
+                "it or make it a pre-release (e.g. 1.4.0-rc.1)")
+    if parse_version(version) is None:
+        hint = ' or "git" (git describe --tags --match \'v[0-9]*\')' if allow_git else ""
+        return (f"'{version}' is not a version: use semver MAJOR.MINOR.PATCH[-PRERELEASE] "
+                f"(e.g. 1.4.0 or 1.4.0-rc.1){hint}")
+    if len(version.encode()) > MAX_VERSION_BYTES:
+        return (f"'{version}' is {len(version.encode())} bytes; esp_app_desc_t.version "
+                f"holds at most {MAX_VERSION_BYTES}")
+    return None
+
+
+def channel_problem(channel: str) -> str | None:
+    if channel in RESERVED_CHANNELS:
+        return f"'{channel}' is reserved (it marks an uncommitted tree's names); pick another"
+    if not _CHANNEL.fullmatch(channel):
+        return (f"'{channel}' is not a channel name: a lower-case letter, then lower-case "
+                "letters and digits (e.g. stable, beta, dev)")
+    return None
+
+
+def resolve_version(release: Release, described: str | None) -> Release:
+    """``release`` with ``project.version = "git"`` replaced by what git describe said
+    (``described``: ``git describe --tags --long --abbrev=7 --match 'v[0-9]*'``, or None
+    when no such tag reaches HEAD)."""
+    project = release.project
+    if project.version != GIT:
+        return release
+    where = f"{release.path.name}: project.version"
+    if project.version_source != VERSION_IN_CONFIG:
+        where = project.version_source
+    if described is None:
+        raise _error([f"{where} = \"git\": no tag matching '{TAG_PATTERN}' reaches HEAD; tag "
+                      "a release (git tag v0.1.0) or set a literal version"])
+    found = from_describe(described)
+    if found is None:
+        tag = described.rsplit("-", 2)[0]
+        raise _error([f"{where} = \"git\": git describe found the tag '{tag}', whose "
+                      "version is not semver MAJOR.MINOR.PATCH[-PRERELEASE]; tag the commit "
+                      "v<version> (e.g. v1.4.0) or set a literal version"])
+    version = str(found)
+    problem = version_problem(version)
+    if problem is not None:
+        raise _error([f"{where} = \"git\" ({described}): {problem}"])
+    return replace(release, project=replace(project, version=version,
+                                            version_source=f"{where} = \"git\" ({described})"))
 
 
 def _login(environ: Mapping[str, str], problems: list[str]) -> Login | None:

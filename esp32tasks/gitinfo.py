@@ -13,6 +13,7 @@ from typing import Any
 
 from esp32tasks.errors import GitError
 from esp32tasks.files import write_atomic
+from esp32tasks.version import TAG_PATTERN
 
 __all__ = ["GitState", "read"]
 
@@ -27,6 +28,9 @@ class GitState:
     """HEAD's committer time, RFC 3339 UTC: reproducible, unlike the build time."""
     files: tuple[str, ...]
     """Files under the app dir (tracked and untracked not ignored, existing), repo-root relative."""
+    described: str | None = None
+    """``git describe --tags --long --abbrev=7 --match 'v[0-9]*'`` (when asked for; None
+    when no such tag reaches HEAD): ``v1.0.1-3-gabc1234``."""
 
     @property
     def short(self) -> str:
@@ -34,7 +38,7 @@ class GitState:
 
 
 def read(root: Path, app_dir: PurePosixPath, ignore: Iterable[str],
-         cache: Path | None = None) -> GitState:
+         cache: Path | None = None, *, describe: bool = False) -> GitState:
     """Everything a plan needs from git; paths are relative to ``root``.
 
     ``ignore`` lists root-relative prefixes (our own outputs and state) that neither count
@@ -42,11 +46,12 @@ def read(root: Path, app_dir: PurePosixPath, ignore: Iterable[str],
 
     With ``cache``, the answer is kept with the stat signature of everything that could
     change it: HEAD, the index, the branch ref, every file git lists, and every directory
-    that is not ignored (a new file changes its directory's mtime). When none changed, git
-    is neither imported nor run: that is most of a no-op release's cost otherwise.
+    that is not ignored (a new file changes its directory's mtime), and with ``describe``
+    the tags (``refs/tags``). When none changed, git is neither imported nor run: that is
+    most of a no-op release's cost otherwise.
     """
     skip = tuple(sorted(p.rstrip("/") for p in ignore))
-    key = {"app_dir": app_dir.as_posix(), "ignore": list(skip)}
+    key = {"app_dir": app_dir.as_posix(), "ignore": list(skip), "describe": describe}
     if cache is not None:
         hit = _from_cache(cache, root, key)
         if hit is not None:
@@ -54,7 +59,7 @@ def read(root: Path, app_dir: PurePosixPath, ignore: Iterable[str],
     if cache is not None:
         with contextlib.suppress(OSError):  # the cache is only a shortcut; see _keep
             cache.parent.mkdir(parents=True, exist_ok=True)  # before the stats: a change
-    state, watched = _ask_git(root, app_dir, skip)
+    state, watched = _ask_git(root, app_dir, skip, describe=describe)
     if cache is not None:
         entry = {"version": _CACHE_VERSION, "key": key, "state": asdict(state),
                  "stats": {p: _stat(str(root), p) for p in watched}}
@@ -73,7 +78,7 @@ def _keep(cache: Path, data: bytes) -> None:
         write_atomic(cache, data)
 
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 _BYTECODE_DIR = "__pycache__"
 
 
@@ -96,13 +101,14 @@ def _from_cache(cache: Path, root: Path, key: dict[str, Any]) -> GitState | None
             return None
         state = data["state"]
         return GitState(revision=state["revision"], dirty=state["dirty"],
-                        commit_time=state["commit_time"], files=tuple(state["files"]))
+                        commit_time=state["commit_time"], files=tuple(state["files"]),
+                        described=state["described"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def _ask_git(root: Path, app_dir: PurePosixPath, skip: tuple[str, ...]) \
-        -> tuple[GitState, list[str]]:
+def _ask_git(root: Path, app_dir: PurePosixPath, skip: tuple[str, ...], *,
+             describe: bool) -> tuple[GitState, list[str]]:
     import git  # GitPython: imported only when the cache cannot answer
 
     try:
@@ -144,11 +150,19 @@ def _ask_git(root: Path, app_dir: PurePosixPath, skip: tuple[str, ...]) \
     files = sorted({p for p in listing
                     if (inside == "./" or p.startswith(inside)) and (root / p).is_file()})
     when = datetime.fromtimestamp(commit.committed_date, tz=UTC)
+    described = None
+    if describe:
+        try:
+            described = cmd.describe("--tags", "--long", "--abbrev=7",
+                                     f"--match={TAG_PATTERN}", "HEAD").strip() or None
+        except git.GitCommandError:
+            described = None  # no tag matching the pattern reaches HEAD
     state = GitState(
         revision=commit.hexsha,
         dirty=dirty,
         commit_time=when.strftime("%Y-%m-%dT%H:%M:%SZ"),
         files=tuple(files),
+        described=described,
     )
     ignored = cmd.ls_files("-z", "--others", "--ignored", "--exclude-standard", "--directory",
                            "--", ".").split("\0")
@@ -158,6 +172,9 @@ def _ask_git(root: Path, app_dir: PurePosixPath, skip: tuple[str, ...]) \
     head_ref = (git_dir / "HEAD").read_text().strip().removeprefix("ref: ")
     watched = [str(git_dir / "HEAD"), str(git_dir / "index"), str(common / "packed-refs"),
                str(common / head_ref), *listing, *_directories(root, pruned)]
+    if describe:  # a tag made or deleted changes refs/tags (or packed-refs, watched above)
+        tags = common / "refs" / "tags"
+        watched += [str(tags), *(str(p) for p in tags.rglob("*") if p.is_dir())]
     return state, watched
 
 

@@ -5,20 +5,28 @@ Actions never re-derive a path, tag or key; they read them from a :class:`Step`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Final
 
-from esp32tasks.config import DEFAULT_STORE, Release, Target
+from esp32tasks.config import DEFAULT_STORE, MAX_TAG_LENGTH, Release, Target
 from esp32tasks.errors import ConfigError
 from esp32tasks.gitinfo import GitState
+from esp32tasks.version import Version
+from esp32tasks.version import parse as parse_version
 
 __all__ = [
     "BUILD_DIR",
+    "DIRTY",
     "RESERVED",
     "STATE_FILE",
+    "TAG",
+    "Channel",
     "Plan",
     "Step",
+    "channel_tag",
     "expand",
     "image_tag",
     "index_annotations",
@@ -44,14 +52,24 @@ RESERVED = frozenset(path.name for path in (
 ) if path.parent == BUILD_DIR)
 
 
+DIRTY: Final = "-dirty"
+#: The OCI distribution spec's tag grammar.
+TAG: Final = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
+
+
 def image_tag(target: str, app_type: str, version: str, git: GitState) -> str:
     """``<target>-<app_type>-<version>-<sha7>``, with ``-dirty`` for uncommitted changes."""
     tag = f"{target}-{app_type}-{version}-{git.short}"
-    return f"{tag}-dirty" if git.dirty else tag
+    return f"{tag}{DIRTY}" if git.dirty else tag
 
 
-def index_tag(app_type: str, version: str) -> str:
-    return f"{app_type}-{version}"
+def index_tag(app_type: str, version: str, *, dirty: bool = False) -> str:
+    """``<app_type>-<version>``: the released version; a dirty tree's ends in ``-dirty``."""
+    return f"{app_type}-{version}{DIRTY if dirty else ''}"
+
+
+def channel_tag(app_type: str, channel: str) -> str:
+    return f"{app_type}-{channel}"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -72,7 +90,7 @@ class Step:
     push_receipt: PurePosixPath
     tag: str
     store_prefix: str
-    """``<project>/<app_type>-<version>/<target>/artifacts/``."""
+    """``<project>/<app_type>-<version>[-dirty]/<target>/artifacts/``."""
 
     @property
     def name(self) -> str:
@@ -89,7 +107,33 @@ class Plan:
     index_receipt: PurePosixPath
     push_index_receipt: PurePosixPath
     release_prefix: str
-    """``<project>/<app_type>-<version>/``: where the release manifest goes."""
+    """``<project>/<app_type>-<version>[-dirty]/``: where the release manifest goes."""
+    channels: tuple[Channel, ...] = ()
+    """The channels this run moves, after the index is pushed."""
+
+    @property
+    def version(self) -> Version:
+        """The release's version, parsed (config lets only versions through)."""
+        found = parse_version(self.release.project.version)
+        if found is None:
+            raise ConfigError([f"{self.release.project.version_source}: "
+                               f"'{self.release.project.version}' is not a version"])
+        return found
+
+    @property
+    def snapshot(self) -> bool:
+        """A version git describe counted from a tag: unique per commit."""
+        return self.version.snapshot
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Channel:
+    """A moving name: the index tag ``<app_type>-<channel>`` and the store's pointer."""
+
+    name: str
+    tag: str
+    pointer_key: str
+    """``<project>/channels/<app_type>-<channel>.json``."""
 
 
 def expand(release: Release, git: GitState) -> Plan:
@@ -103,7 +147,8 @@ def expand(release: Release, git: GitState) -> Plan:
     # targets.toml's settings reach each task through config_changed, not as a file
     claimed.add(release.path.relative_to(release.root).as_posix())
     shared = tuple(f for f in git.files if f not in claimed)
-    release_prefix = f"{project.name}/{project.app_type}-{project.version}/"
+    the_index = index_tag(project.app_type, project.version, dirty=git.dirty)
+    release_prefix = f"{project.name}/{the_index}/"
     steps = []
     for index, target in enumerate(release.targets):
         if target.name in RESERVED:
@@ -133,6 +178,17 @@ def expand(release: Release, git: GitState) -> Plan:
             store_prefix=f"{release_prefix}{target.name}/artifacts/",
         ))
     problems += _store_in_build(release)
+    # a dirty tree is never promoted: channels asked for stay (the preflight refuses them),
+    # the defaults of targets.toml are left out
+    channels = () if git.dirty and not project.channels_source else tuple(
+        Channel(name=c, tag=channel_tag(project.app_type, c),
+                pointer_key=f"{project.name}/channels/{channel_tag(project.app_type, c)}.json")
+        for c in project.channels)
+    app_type, version = ("app_type", project.app_type), ("version", project.version)
+    problems += _tag_problems(release, [
+        *((s.tag, (("target name", s.name), app_type, version)) for s in steps),
+        (the_index, (app_type, version)),
+        *((c.tag, (app_type, ("channel", c.name))) for c in channels)])
     if problems:
         raise ConfigError(problems)
     return Plan(
@@ -140,11 +196,34 @@ def expand(release: Release, git: GitState) -> Plan:
         git=git,
         steps=tuple(steps),
         oci_dir=OCI_DIR,
-        index_tag=index_tag(project.app_type, project.version),
+        index_tag=the_index,
         index_receipt=RECEIPTS / "index.json",
         push_index_receipt=RECEIPTS / "push-index.json",
         release_prefix=release_prefix,
+        channels=channels,
     )
+
+
+Parts = tuple[tuple[str, str], ...]
+"""A tag's parts: (what the user calls it, its value)."""
+
+
+def _tag_problems(release: Release, tags: list[tuple[str, Parts]]) -> list[str]:
+    """Every composed tag against the OCI tag grammar (128 characters at most); a tag too
+    long names its longest part."""
+    problems = []
+    for tag, parts in tags:
+        if TAG.fullmatch(tag):
+            continue
+        if len(tag) > MAX_TAG_LENGTH:
+            what, value = max(parts, key=lambda part: len(part[1]))
+            problems.append(
+                f"the tag '{tag}' is {len(tag)} characters, over the {MAX_TAG_LENGTH} OCI "
+                f"allows; its longest part is the {what} '{value}' ({len(value)}): shorten it")
+        else:
+            problems.append(f"the tag '{tag}' is not a valid OCI tag "
+                            "([a-zA-Z0-9_][a-zA-Z0-9._-]*); fix the names it is made of")
+    return [f"{release.path.name}: {p}" for p in dict.fromkeys(problems)]
 
 
 def _under(app_dir: PurePosixPath, name: str) -> str:

@@ -55,8 +55,12 @@ def build_argv(release: Release, target: Target, build_dir: str) -> list[str]:
     """The argv to run; ``build_dir`` is substituted as given (relative for hashing)."""
     builder = release.builder
     if builder.kind == "idf":
+        # ESP-IDF's tools/cmake/project.cmake (__project_get_revision) takes PROJECT_VER
+        # as it is when it is defined, before version.txt and git describe: a -D cache
+        # entry is, so the app descriptor gets our version with no CMake edit.
         argv = [builder.command[0], "-B", build_dir, f"-DIDF_TARGET={target.chip}",
-                f"-DSDKCONFIG={build_dir}/sdkconfig"]
+                f"-DSDKCONFIG={build_dir}/sdkconfig",
+                f"-DPROJECT_VER={release.project.version}"]
         defaults = builder.sdkconfig_defaults + target.sdkconfig_defaults
         if defaults:
             argv.append("-DSDKCONFIG_DEFAULTS=" + ";".join(defaults))

@@ -41,20 +41,24 @@ from esp32tasks.registry.client import BlobsMissing, Client, shared
 if TYPE_CHECKING:
     from esp32tasks.receipts import Descriptor, ImageReceipt, PushReceipt
 
-__all__ = ["push_image", "push_index", "send_image"]
+__all__ = ["check_clean", "dirty_refused", "preflight", "push_image", "push_index", "send_image"]
 
 
 def check_clean(plan: Plan, config: RegistryConfig, what: str) -> None:
-    if plan.git.dirty and not config.allow_dirty:
-        raise ReleaseRefused(
-            f"refusing to push {what} from a working tree with uncommitted changes; commit "
-            "them, or allow it with ESP32TASKS_ALLOW_DIRTY=1 (or [registry] allow_dirty = "
-            "true): the tags then end in -dirty")
+    if plan.git.dirty and not plan.release.project.allow_dirty:
+        raise dirty_refused(what)
+
+
+def dirty_refused(what: str) -> ReleaseRefused:
+    return ReleaseRefused(
+        f"refusing to publish {what} from a working tree with uncommitted changes; commit "
+        "them, or allow it with ESP32TASKS_ALLOW_DIRTY=1 (or [project] allow_dirty = true): "
+        "every name then ends in -dirty, and no channel moves")
 
 
 def _immutable(config: RegistryConfig, tag: str, current: str, ours: str, *,
                released_by: str | None = None, note: str = "") -> ReleaseRefused:
-    by = f" (released from commit {released_by[:7]})" if released_by else note
+    by = f" ({released_by})" if released_by else note
     return ReleaseRefused(
         f"{config.repository}:{tag} already points at {current}{by}, not at this build's "
         f"{ours}; released versions are immutable: bump [project] version, or overwrite "
@@ -170,7 +174,7 @@ def _remembered(image: ImageReceipt, known: tuple[str, ...] | None) -> tuple[str
     return tuple(dict.fromkeys([*ours, *(known or ())]))[:REMEMBERED]
 
 
-def push_image(plan: Plan, step: Step, config: RegistryConfig) -> None:
+def push_image(plan: Plan, step: Step, config: RegistryConfig) -> dict[str, int]:
     """``push:<target>``: the target's image under its per-commit tag."""
     from esp32tasks.receipts import ImageReceipt, PushReceipt, load, read, write
 
@@ -184,13 +188,15 @@ def push_image(plan: Plan, step: Step, config: RegistryConfig) -> None:
         raise PublishError(f"{step.image_receipt} is for tag {image.tag}, not {step.tag}; "
                            "run `doit release` to re-tag")
     client = shared(config, root)
+    before = client.sent
     send_image(client, oci.Layout(root / plan.oci_dir), image, previous)
     write(receipt, PushReceipt(target=step.name, repository=config.repository, tag=image.tag,
                                digest=image.manifest.digest,
                                pushed=_remembered(image, _known(previous, config.repository))))
+    return {"sent": client.sent - before}
 
 
-def push_index(plan: Plan, config: RegistryConfig) -> None:
+def push_index(plan: Plan, config: RegistryConfig) -> dict[str, int]:
     """``push-index``: the index under ``<app_type>-<version>``, after every child."""
     from esp32tasks.receipts import IndexReceipt, PushIndexReceipt, PushReceipt, load, write
 
@@ -207,24 +213,53 @@ def push_index(plan: Plan, config: RegistryConfig) -> None:
                                "run `doit release` again")
     tag, digest = index.tag, index.index.digest
     client = shared(config, root)
-    read: list[bytes] = []
-    current = client.manifest_digest(tag)
-    if current not in (None, digest) and not config.force:
-        current = _confirmed(client, tag, current, digest, read)  # a verdict needs the bytes
-    if current != digest:
-        if current is not None and not config.force:
-            released_by = _revision(read[0]) if read else None
-            raise _immutable(config, tag, current, digest, released_by=released_by)
+    before = client.sent
+    if _index_tag_target(client, tag, digest) != digest:
         blob = oci.Blob(oci.INDEX_MEDIA_TYPE, oci.Layout(root / plan.oci_dir).read_blob(digest))
         client.put_manifest(tag, blob)
     write(receipt, PushIndexReceipt(repository=config.repository, tag=tag, digest=digest,
                                     targets=index.targets))
+    return {"sent": client.sent - before}
 
 
-def _revision(index: bytes) -> str | None:
-    """The commit an index was released from, for the refusal message."""
+def _index_tag_target(client: Client, tag: str, digest: str) -> str | None:
+    """What the released version's tag points at now (None: nothing), after refusing to
+    move it from other content (unless forced or dirty)."""
+    config = client.config
+    read: list[bytes] = []
+    current = client.manifest_digest(tag)
+    if current not in (None, digest) and not _may_overwrite(config, tag):
+        current = _confirmed(client, tag, current, digest, read)  # a verdict needs the bytes
+        if current not in (None, digest):
+            raise _immutable(config, tag, current, digest,
+                             released_by=_released(read[0]) if read else None)
+    return current
+
+
+def preflight(plan: Plan, config: RegistryConfig) -> None:
+    """Before the run's first write: refuse what push-index would refuse at the end (a
+    dirty tree, the version's tag on other content), and prove the credentials may push
+    (the HEAD asks for pull and push)."""
+    from esp32tasks.receipts import IndexReceipt, load
+
+    root = plan.release.root
+    check_clean(plan, config, "images")
+    index = load(root / plan.index_receipt, IndexReceipt, plan.index_receipt.as_posix())
+    _index_tag_target(shared(config, root), index.tag, index.index.digest)
+
+
+def _released(index: bytes) -> str | None:
+    """Where an index came from, for the refusal message: its commit, commit time and
+    whether that tree was dirty (per-commit facts are on the index; who pushed is not, so
+    that every runner makes the same index)."""
     try:
-        value = json.loads(index).get("annotations", {}).get("org.opencontainers.image.revision")
+        annotations = json.loads(index).get("annotations", {})
+        revision = annotations.get("org.opencontainers.image.revision")
+        created = annotations.get("org.opencontainers.image.created")
+        dirty = annotations.get("dev.esp32tasks.dirty") == "true"
     except (ValueError, AttributeError):
         return None
-    return value if isinstance(value, str) else None
+    if not isinstance(revision, str):
+        return None
+    when = f", committed {created}" if isinstance(created, str) else ""
+    return f"released from commit {revision[:7]}{when}, {'dirty' if dirty else 'clean'}"

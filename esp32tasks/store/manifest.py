@@ -47,8 +47,10 @@ __all__ = [
     "guards",
     "inputs",
     "manifest_key",
+    "preflight",
     "publish",
     "published_present",
+    "publisher",
 ]
 
 MANIFEST_NAME: Final = "release.json"
@@ -115,7 +117,7 @@ class _Mismatch(PublishError):
         super().__init__(message)
 
 
-def document(plan: Plan, inputs: Inputs) -> dict[str, Any]:
+def document(plan: Plan, inputs: Inputs, publisher_name: str = "") -> dict[str, Any]:
     """The manifest, from the receipts: a pure function, so equal facts give equal bytes.
 
     Receipts that contradict each other raise :class:`_Mismatch`, naming the one whose
@@ -168,6 +170,8 @@ def document(plan: Plan, inputs: Inputs) -> dict[str, Any]:
     }
     if project.source:
         result["project"]["source"] = project.source
+    if publisher_name:
+        result["published_by"] = publisher_name
     if inputs.pushed_index is not None:
         pushed_index = inputs.pushed_index
         result["registry"] = {"repository": pushed_index.repository,
@@ -198,10 +202,43 @@ def check_release(store: Store, plan: Plan, *, force: bool) -> bytes | None:
             "remove it, or overwrite it with ESP32TASKS_FORCE=1") from None
     if revision != plan.git.revision and not dirty:
         raise StoreReleaseConflict(
-            f"{store.describe(key)} was released from commit {revision[:7]}, not "
-            f"{plan.git.short}; released versions are immutable: bump [project] version, "
-            "or overwrite with ESP32TASKS_FORCE=1")
+            f"{store.describe(key)} was {_released(existing)}, not from {plan.git.short}; "
+            "released versions are immutable: bump [project] version (or tag a new v<version> "
+            "with version = \"git\"), or overwrite with ESP32TASKS_FORCE=1")
     return existing
+
+
+def _released(existing: bytes) -> str:
+    """Who released a manifest, from which commit and when, and whether it was dirty."""
+    doc = json.loads(existing)
+    git = doc["git"]
+    by = doc.get("published_by")
+    who = f" by {by}" if isinstance(by, str) and by else ""
+    return (f"released{who} from commit {str(git['revision'])[:7]} (committed "
+            f"{git.get('commit_time', '?')}, {'dirty' if git.get('dirty') else 'clean'})")
+
+
+def preflight(plan: Plan) -> None:
+    """Before the run's first write: an S3 release.json another clean commit wrote is
+    refused now, not after every artifact went up (one GET: it proves the credentials
+    read the bucket, too)."""
+    if guards(plan):
+        check_release_once(open_store(plan.release.store, plan.release.root), plan)
+
+
+def publisher(plan: Plan) -> str:
+    """Who publishes: the CI's actor where it says (config reads it), else user@host.
+    Never a secret; the same on every run of one machine and user."""
+    import getpass
+    import socket
+
+    if plan.release.actor:
+        return plan.release.actor
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
 
 
 def check_release_once(store: Store, plan: Plan) -> None:
@@ -248,7 +285,8 @@ def publish(plan: Plan, pushed: bool) -> None:
     root = plan.release.root
     remove(root / RECEIPT)
     try:
-        data = encode(document(plan, read_inputs(plan, pushed=pushed)))
+        data = encode(document(plan, read_inputs(plan, pushed=pushed),
+                               publisher(plan)))
     except _Mismatch as exc:
         remove(root / exc.stale)  # so that the advice holds: its task runs again first
         raise

@@ -24,8 +24,10 @@ __all__ = [
     "DOIT_CONFIG",
     "doit_config",
     "task_build",
+    "task_channel",
     "task_index",
     "task_manifest",
+    "task_preflight",
     "task_push",
     "task_push_index",
     "task_release",
@@ -69,6 +71,11 @@ def task_index() -> Task:
     return generate.index_task(current())
 
 
+def task_preflight() -> Task:
+    """Check that nothing will be refused, before the first remote write (run as needed)."""
+    return generate.preflight_task(current())
+
+
 def task_upload() -> Iterator[Task]:
     """Copy every build artifact of each target to the store."""
     return generate.upload_tasks(current(), task_upload.__doc__)
@@ -87,6 +94,11 @@ def task_push_index() -> Task:
 def task_manifest() -> Task:
     """Write release.json beside the targets in the store, last: its presence means complete."""
     return generate.manifest_task(current())
+
+
+def task_channel() -> Iterator[Task]:
+    """Move each channel asked for (channel=..., [project] channels) to this release."""
+    return generate.channel_tasks(current(), task_channel.__doc__)
 
 
 def task_release() -> Task:

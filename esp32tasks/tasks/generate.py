@@ -23,7 +23,7 @@ from esp32tasks import images, plan
 from esp32tasks.build import action as build_action
 from esp32tasks.build import builders
 from esp32tasks.config import RegistryConfig
-from esp32tasks.errors import Esp32TasksError, VerifyFailed
+from esp32tasks.errors import Esp32TasksError, ReleaseRefused, VerifyFailed
 from esp32tasks.files import remove
 from esp32tasks.plan import Plan
 from esp32tasks.receiptfile import all_current
@@ -31,6 +31,7 @@ from esp32tasks.registry import push
 from esp32tasks.registry import verify as registry_verify
 from esp32tasks.store import manifest, upload
 from esp32tasks.store import verify as store_verify
+from esp32tasks.tasks import channels
 from esp32tasks.tasks.boundary import Action
 from esp32tasks.tasks.session import Session
 
@@ -38,8 +39,11 @@ __all__ = [
     "OutputsPresent",
     "ReceiptsCurrent",
     "build_tasks",
+    "channel_tasks",
     "index_task",
     "manifest_task",
+    "preflight",
+    "preflight_task",
     "push_index_task",
     "push_tasks",
     "release_task",
@@ -101,7 +105,8 @@ def _task(task: Task) -> Task:
 def _producer(s: Session, *, basename: str, name: str | None, doc: str, action: Action,
               file_dep: list[str], receipts: Sequence[tuple[PurePosixPath, str]],
               settings: Mapping[str, Any], outputs: Sequence[str] = (),
-              present: OutputsPresent | None = None, clean: Sequence[Action] = ()) -> Task:
+              present: OutputsPresent | None = None, clean: Sequence[Action] = (),
+              setup: Sequence[str] = ()) -> Task:
     """A task that writes receipts: they are its targets (with ``outputs``), stale ones
     re-run it, and so do lost outputs its receipts list (``present``); ``settings`` is its
     one ``config_changed``, and clean removes them (after ``clean``)."""
@@ -116,6 +121,8 @@ def _producer(s: Session, *, basename: str, name: str | None, doc: str, action: 
                      *([] if present is None else [present])],
         "clean": [*clean, Action(remove, *(root / path for path, _ in receipts))],
     }
+    if setup:
+        task["setup"] = list(setup)
     if name is not None:
         task["name"] = name
     return _task(task)
@@ -170,6 +177,52 @@ def index_task(s: Session) -> Task:
         clean=[Action(rmtree, p.release.root / p.oci_dir)])
 
 
+def preflight(plan: Plan, registry: RegistryConfig | None) -> None:
+    """The ``preflight`` action: every refusal that can be known before the run's first
+    remote write (a dirty tree, the version's index tag or release.json from another
+    commit, credentials that may not push), checked together, so that a refused release
+    writes nothing anywhere. doit runs it as a ``setup`` task: only when some publishing
+    task is about to run (a no-op sends nothing)."""
+    if plan.git.dirty and not plan.release.project.allow_dirty:
+        raise push.dirty_refused("this release")
+    checks: list[Callable[[], None]] = [lambda: manifest.preflight(plan),
+                                        lambda: channels.check(plan, registry)]
+    if registry is not None:
+        checks.insert(0, lambda: push.preflight(plan, registry))
+    failed: list[Esp32TasksError] = []
+    for check in checks:
+        try:
+            check()
+        except Esp32TasksError as exc:
+            failed.append(exc)
+    if len(failed) == 1:
+        raise failed[0]
+    if failed:
+        raise ReleaseRefused("\n".join(map(str, failed)))
+
+
+def _remote(s: Session) -> bool:
+    """Something is written outside the checkout, or a channel moves."""
+    return s.release.registry is not None or s.release.store.is_s3 or bool(s.plan.channels)
+
+
+def _setup(s: Session) -> list[str]:
+    """The preflight, for a task that writes somewhere remote."""
+    return ["preflight"] if _remote(s) else []
+
+
+def preflight_task(s: Session) -> Task:
+    p = s.plan
+    return _task({
+        "basename": "preflight",
+        "doc": "check before the first remote write that nothing will be refused",
+        "actions": [Action(preflight, p, p.release.registry)] if _remote(s) else None,
+        # the index's digest is what its tag must point at, or nothing
+        "task_dep": ["index"] if p.release.registry is not None else [],
+        "uptodate": [False],
+    })
+
+
 def upload_tasks(s: Session, doc: str | None) -> Iterator[Task]:
     yield {"basename": "upload", "name": None, "doc": doc}
     p = s.plan
@@ -187,7 +240,8 @@ def upload_tasks(s: Session, doc: str | None) -> Iterator[Task]:
             present=None if store.is_s3 else OutputsPresent(upload.objects_present, p, step),
             # a local store is ours to clean; a remote one never is
             clean=[] if store.is_s3 else
-            [Action(rmtree, p.release.root / store.url / step.store_prefix)])
+            [Action(rmtree, p.release.root / store.url / step.store_prefix)],
+            setup=_setup(s))
 
 
 def push_tasks(s: Session, doc: str | None) -> Iterator[Task]:
@@ -203,7 +257,8 @@ def push_tasks(s: Session, doc: str | None) -> Iterator[Task]:
             action=Action(push.push_image, p, step, cfg),
             file_dep=[str(step.image_receipt)],
             receipts=[(step.push_receipt, "push")],
-            settings={**_registry_identity(cfg), "tag": step.tag})
+            settings={**_registry_identity(cfg), "tag": step.tag},
+            setup=_setup(s))
 
 
 def push_index_task(s: Session) -> Task:
@@ -218,7 +273,8 @@ def push_index_task(s: Session) -> Task:
         action=Action(push.push_index, p, cfg),
         file_dep=[str(p.index_receipt), *(str(step.push_receipt) for step in p.steps)],
         receipts=[(p.push_index_receipt, "push-index")],
-        settings={**_registry_identity(cfg), "tag": p.index_tag})
+        settings={**_registry_identity(cfg), "tag": p.index_tag},
+        setup=_setup(s))
 
 
 def _publish_deps(s: Session) -> list[str]:
@@ -241,6 +297,7 @@ def manifest_task(s: Session) -> Task:
         # after every upload, the index and (with a registry) every push
         "task_dep": ["index", *(f"upload:{step.name}" for step in p.steps), *_publish_deps(s)],
         "targets": [str(manifest.RECEIPT)],
+        "setup": _setup(s),
         "uptodate": [config_changed({
             "store": store.url, "endpoint": store.endpoint_url, "key": manifest.manifest_key(p),
             "git": [p.git.revision, p.git.commit_time, p.git.dirty], "pushed": pushed}),
@@ -249,12 +306,37 @@ def manifest_task(s: Session) -> Task:
     })
 
 
+def channel_tasks(s: Session, doc: str | None) -> Iterator[Task]:
+    yield {"basename": "channel", "name": None, "doc": doc}
+    p = s.plan
+    registry = p.release.registry
+    for channel in p.channels:
+        yield _task({
+            "basename": "channel",
+            "name": channel.name,
+            "doc": f"move {channel.tag} (and the store's {channel.pointer_key}) to "
+                   f"{p.index_tag}",
+            "actions": [Action(channels.move, p, registry, channel)],
+            "file_dep": [str(p.index_receipt), str(manifest.RECEIPT),
+                         *([str(p.push_index_receipt)] if registry is not None else [])],
+            "task_dep": ["manifest"],  # the release is complete before a channel names it
+            "targets": [channels.receipt_path(channel)],
+            "setup": _setup(s),
+            "uptodate": [config_changed({
+                "tag": channel.tag, "pointer": channel.pointer_key, "index": p.index_tag,
+                "store": p.release.store.url, "endpoint": p.release.store.endpoint_url,
+                "registry": None if registry is None else _registry_identity(registry)})],
+            "clean": [Action(remove, p.release.root / channels.receipt_path(channel))],
+        })
+
+
 def release_task(s: Session, doc: str | None) -> Task:
     return {
         "doc": doc,
         "actions": None,
         "task_dep": ["index", *(f"upload:{step.name}" for step in s.plan.steps),
-                     *_publish_deps(s), "manifest"],
+                     *_publish_deps(s), "manifest",
+                     *(f"channel:{c.name}" for c in s.plan.channels)],
     }
 
 

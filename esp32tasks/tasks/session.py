@@ -20,6 +20,7 @@ from esp32tasks.errors import ConfigError
 from esp32tasks.plan import BUILD_DIR, GIT_CACHE, Plan, expand
 from esp32tasks.runcache import per_run
 from esp32tasks.tasks.boundary import generating
+from esp32tasks.version import GIT
 
 __all__ = ["CONFIG_FILE", "DOIT_KEYS", "Session", "check_doit_config", "current",
            "open_session"]
@@ -56,7 +57,9 @@ def open_session(root: Path, environ: Mapping[str, str], cli: Mapping[str, str |
         cache = (root / state).parent / GIT_CACHE.name
         own.extend(_outside_build(root, (state, Path(f"{state}-journal"),
                                          Path(f"{state}.lock"), cache)))
-    git = gitinfo.read(root, release.project.app_dir, own, cache=cache)
+    git = gitinfo.read(root, release.project.app_dir, own, cache=cache,
+                       describe=release.project.version == GIT)
+    release = config.resolve_version(release, git.described)
     return Session(plan=expand(release, git),
                    toolchain=tuple(builders.resolve_toolchain(release)))
 

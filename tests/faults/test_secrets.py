@@ -135,7 +135,7 @@ def test_no_secret_in_output_files_objects_or_the_registry(
         runs["wrong registry password"] = doit_bounded(built, "release", timeout=60)
         built.env.update(good)
         port = proxy.port
-        proxy.close()  # S3 unreachable: the pushes go, release.json cannot
+        proxy.close()  # S3 unreachable: the preflight stops the release before a push
         runs["S3 unreachable"] = doit_bounded(built, "release", timeout=60)
         proxy = FaultProxy(proxy.upstream, port=port)
         runs["release"] = doit_bounded(built, "release", timeout=120)
@@ -145,9 +145,9 @@ def test_no_secret_in_output_files_objects_or_the_registry(
     for name in ("wrong S3 secret", "wrong registry password", "S3 unreachable"):
         assert runs[name].code != 0, f"{name}: {runs[name].output}"
         assert len(error_lines(runs[name].output)) == 1, f"{name}: {runs[name].output}"
-    assert "upload:" in error_lines(runs["wrong S3 secret"].output)[0]
-    assert "push:" in error_lines(runs["wrong registry password"].output)[0]
-    assert "manifest" in error_lines(runs["S3 unreachable"].output)[0]
+    assert "preflight:" in error_lines(runs["wrong S3 secret"].output)[0]
+    assert "preflight:" in error_lines(runs["wrong registry password"].output)[0]
+    assert "preflight:" in error_lines(runs["S3 unreachable"].output)[0]
     for name, run in runs.items():
         print(f"{name}: exit {run.code}", *error_lines(run.output))  # shown with -rP
     assert runs["release"].code == 0, runs["release"].output

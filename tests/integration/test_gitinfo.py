@@ -33,17 +33,18 @@ def root(tmp_path: Path) -> Path:
 
 
 def read(root: Path, monkeypatch: pytest.MonkeyPatch | None = None,
-         expect_git: bool = True) -> gitinfo.GitState:
+         expect_git: bool = True, *, describe: bool = False) -> gitinfo.GitState:
     calls: list[int] = []
     real = gitinfo._ask_git
 
-    def counting(*args: object) -> object:
+    def counting(*args: object, **kwargs: object) -> object:
         calls.append(1)
-        return real(*args)  # type: ignore[arg-type]
+        return real(*args, **kwargs)  # type: ignore[arg-type]
 
     if monkeypatch is not None:
         monkeypatch.setattr(gitinfo, "_ask_git", counting)
-    state = gitinfo.read(root, PurePosixPath("app"), ["build"], cache=root / "build/git.json")
+    state = gitinfo.read(root, PurePosixPath("app"), ["build"], cache=root / "build/git.json",
+                         describe=describe)
     if monkeypatch is not None:
         assert bool(calls) == expect_git, "git asked" if calls else "cache answered"
         monkeypatch.undo()
@@ -114,3 +115,22 @@ def test_no_commit_yet(tmp_path: Path) -> None:
     git(tmp_path, "init", "-q")
     with pytest.raises(GitError, match="has no commit yet"):
         gitinfo.read(tmp_path, PurePosixPath("."), [])
+
+
+def test_describe_counts_from_the_last_v_tag_and_a_new_tag_is_seen(
+        root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert read(root, describe=True).described is None  # no tag yet
+    git(root, "tag", "v1.0.1")
+    git(root, "tag", "nightly")  # not v[0-9]*: never counted from
+    state = read(root, monkeypatch, describe=True)
+    assert state.described == f"v1.0.1-0-g{state.short}"
+    for n in range(3):
+        (root / "app" / f"more{n}.c").write_text("x")
+        git(root, "add", "-A")
+        git(root, "commit", "-q", "-m", f"more {n}")
+    state = read(root, monkeypatch, describe=True)
+    assert state.described == f"v1.0.1-3-g{state.short}"
+    assert read(root, monkeypatch, expect_git=False, describe=True) == state  # cached
+    git(root, "tag", "-a", "-m", "1.0.2", "v1.0.2")  # an annotated tag, made since
+    state = read(root, monkeypatch, describe=True)
+    assert state.described == f"v1.0.2-0-g{state.short}"

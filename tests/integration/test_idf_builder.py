@@ -34,7 +34,7 @@ with open(os.environ["IDF_STANDIN_LOG"], "a") as log:
                           "version": os.environ.get("FIRMWARE_VERSION")}) + "\\n")
 chip = defines["IDF_TARGET"]
 subprocess.run([sys.executable, "tools/build.py", "--target", chip, "--chip", chip,
-                "--build-dir", build_dir, "--version", os.environ["FIRMWARE_VERSION"]],
+                "--build-dir", build_dir, "--version", defines["PROJECT_VER"]],
                check=True)
 if os.path.abspath(defines["SDKCONFIG"]) != os.path.join(build_dir, "sdkconfig"):
     sys.exit("idf.py stand-in: sdkconfig is not where -DSDKCONFIG says")
@@ -96,6 +96,7 @@ def test_idf_builder_arguments_and_outputs(idf_repo: Repo) -> None:
     c3 = by_target[str(root / "build/esp32c3")]
     assert c3["argv"] == ["-B", str(root / "build/esp32c3"), "-DIDF_TARGET=esp32c3",
                           f"-DSDKCONFIG={root / 'build/esp32c3'}/sdkconfig",
+                          "-DPROJECT_VER=2.0.0",
                           "-DSDKCONFIG_DEFAULTS=sdkconfig.defaults", "build"]
     c6 = by_target[str(root / "build/esp32c6")]
     assert "-DSDKCONFIG_DEFAULTS=sdkconfig.defaults;sdkconfig.defaults.esp32c6" in c6["argv"]

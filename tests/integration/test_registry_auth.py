@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from esp32tasks.plan import STATE_FILE
-from esp32tasks.receipts import ImageReceipt, IndexReceipt
+from esp32tasks.receipts import IndexReceipt
 from tests.servers.registry import PASSWORD, USER, RegistryServer, configure
 from tests.support.repo import TARGETS, Repo, receipt
 
@@ -84,9 +84,9 @@ def test_wrong_password_fails_at_once_and_leaks_nowhere(
     run = repo.doit("release", check=False)
     assert run.code != 0
     lines = [line for line in run.stderr.splitlines() if line.startswith("error:")]
-    assert lines == [f"error: push:esp32c3: authentication failed for registry "
+    assert lines == [f"error: preflight: authentication failed for registry "
                      f"{secure_registry.host} (401 to HEAD /v2/{PATH}/manifests/"
-                     f"{receipt(repo, 'image-esp32c3', ImageReceipt).tag}); check the user "
+                     f"{receipt(repo, 'index', IndexReceipt).tag}); check the user "
                      "and password (from ESP32TASKS_REGISTRY_USER/ESP32TASKS_REGISTRY_PASSWORD)"]
     assert [r.status for r in secure_registry.requests()] == [401]  # one request, no retry
     state = repo.path / STATE_FILE
@@ -113,7 +113,7 @@ def test_unknown_ca_is_a_tls_error(repo: Repo, secure_registry: RegistryServer) 
     repo.env.update({"ESP32TASKS_REGISTRY_USER": USER, "ESP32TASKS_REGISTRY_PASSWORD": PASSWORD})
     run = repo.doit("release", check=False)
     assert run.code != 0
-    assert f"error: push:esp32c3: TLS with registry {secure_registry.host} failed " \
+    assert f"error: preflight: TLS with registry {secure_registry.host} failed " \
         "(certificate verify failed); check [registry] ca_bundle" in run.stderr
     assert secure_registry.requests() == []
 

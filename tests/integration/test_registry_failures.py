@@ -39,8 +39,8 @@ def test_registry_not_listening_fails_fast_with_one_line(repo: Repo) -> None:
     elapsed = time.monotonic() - started
     assert run.code != 0
     assert elapsed < 15, elapsed
-    assert error_lines(run.stderr) == [
-        f"error: push:esp32c3: cannot reach registry {host} over http (Connection "
+    assert error_lines(run.stderr) == [  # the preflight's HEAD: before any write
+        f"error: preflight: cannot reach registry {host} over http (Connection "
         f"refused); check the registry in [registry] repository in targets.toml ({host}) is "
         "running and listening there, and that the scheme is right (insecure = true for plain "
         "HTTP)"]
@@ -58,8 +58,8 @@ def test_server_that_never_answers_times_out(repo: Repo, hung_server: HungServer
     assert 9 < elapsed < 15, elapsed
     assert hung_server.accepted, "the client did connect"
     [line] = error_lines(run.stderr)
-    assert line.startswith(f"error: push:esp32c3: registry {hung_server.host} did not answer "
-                           "HEAD /v2/cloud-iot/hello/manifests/esp32c3-hello-1.0.0-")
+    assert line.startswith(f"error: preflight: registry {hung_server.host} did not answer "
+                           "HEAD /v2/cloud-iot/hello/manifests/hello-1.0.0 ")
     assert line.endswith("within 10 s; check the registry in [registry] repository in "
                          f"targets.toml ({hung_server.host}) is up and reachable (or raise "
                          "[registry] timeout)")
@@ -92,32 +92,37 @@ def test_registry_killed_mid_push_then_rerun_sends_only_what_is_missing(
     flaky_proxy.on_request = kill_on_second_blob_of_c6
     run = repo.doit("release", check=False)
     assert run.code != 0
-    assert "push:esp32c3" in run.executed
+    assert "push:esp32c6" in run.executed
     [line] = error_lines(run.stderr)
     assert line.startswith(f"error: push:esp32c6: cannot reach registry "
                            f"{flaky_proxy.host} over http (connection closed without an "
                            "answer)")
     receipts = repo.path / "build/receipts"
-    assert (receipts / "push-esp32c3.json").exists()
-    assert not (receipts / "push-esp32c6.json").exists()
+    done = {t for t in TARGETS if (receipts / f"push-{t}.json").exists()}
+    assert {f"push:{t}" for t in done} == set(pushes(run.executed)) - {"push:esp32c6"}
+    assert "esp32c6" not in done
     assert not (receipts / "push-index.json").exists()
 
     flaky_proxy.on_request = None
     registry.start()
     before = registry.requests()  # the log file survives the restart
     rerun = repo.doit("release")
-    assert pushes(rerun.executed) == ["push-index", "push:esp32c6", "push:esp32h2"]
+    left = sorted(set(TARGETS) - done)
+    assert pushes(rerun.executed) == sorted(["push-index", *(f"push:{t}" for t in left)])
     sent = registry.requests()[len(before):]
     # esp32c6: its layer made it before the kill; only the config blob and manifest go
-    c6_part = sent[:sent.index(next(r for r in sent if r.method == "PUT"
-                                    and r.path.endswith(f"/manifests/{c6.tag}"))) + 1]
+    c6_part = [r for r in sent if c6.tag in r.path or c6.layer.digest in r.path
+               or c6.config.digest in r.path or config_put in r.path]
     assert summary(c6_part) == Counter([
         "HEAD manifest 404",  # the tag: no receipt says what is there
         "HEAD blob 200",  # the layer: already there, not sent again
-        "HEAD blob 404", "POST upload 202", "PUT upload 201",  # the config
+        "HEAD blob 404", "PUT upload 201",  # the config
         "PUT manifest 201"]), "\n".join(map(str, c6_part))
-    assert blob_puts(c6_part) == {c6.config.digest}
-    assert not [r for r in sent if "esp32c3" in r.path]  # finished before: not touched
+    others = {b.digest for t in left if t != "esp32c6"
+              for b in receipt(repo, f"image-{t}", ImageReceipt).blobs}
+    assert blob_puts(sent) == {c6.config.digest} | others
+    for target in done:  # finished before: not touched
+        assert not [r for r in sent if target in r.path]
     assert registry.manifest("cloud-iot/hello", "hello-1.0.0")[0] == \
         receipt(repo, "index", IndexReceipt).index.digest
 
@@ -148,7 +153,7 @@ def test_persistent_503_gives_up_within_30_s(repo: Repo, registry: RegistryServe
     assert elapsed < 30, elapsed
     assert flaky_proxy.failed == 4  # one try and three retries (1 + 2 + 4 s apart)
     [line] = error_lines(run.stderr)
-    assert line.startswith(f"error: push:esp32c3: registry {flaky_proxy.host} answered 503 "
+    assert line.startswith(f"error: preflight: registry {flaky_proxy.host} answered 503 "
                            "Service Unavailable to HEAD /v2/cloud-iot/hello/manifests/")
     assert "4 times over" in line
     assert registry.requests() == []
@@ -173,18 +178,22 @@ def test_blobs_deleted_behind_our_back_are_sent_again(
     assert retagged.manifest == c3.manifest  # a re-tag
     path = "/v2/cloud-iot/hello"
     got = exact(sent)
+    # the preflight (forced: no GET), then the targets in doit's order, then the index
+    assert got[:1] == [f"HEAD {path}/manifests/hello-1.0.0 200"], "\n".join(got)
+    assert got[-2:] == [f"HEAD {path}/manifests/hello-1.0.0 200",
+                        f"PUT {path}/manifests/hello-1.0.0 201"], "\n".join(got)
+    c3_part = [g for g in got if tag in g or c3.layer.digest in g or c3.config.digest in g
+               or "/blobs/uploads/ " in g]
     # the receipt says the manifest is there: PUT it under the new tag; the registry
     # refuses (MANIFEST_BLOB_UNKNOWN); every blob is checked and the missing ones sent
-    assert got[:1] == [f"PUT {path}/manifests/{tag} 400"], "\n".join(got)
-    assert sorted(got[1:7]) == sorted([f"HEAD {path}/blobs/{c3.layer.digest} 404",
-                                       f"HEAD {path}/blobs/{c3.config.digest} 404",
-                                       *uploads(c3.layer.digest, c3.config.digest)]), \
+    assert c3_part[:1] == [f"PUT {path}/manifests/{tag} 400"], "\n".join(got)
+    assert sorted(c3_part[1:7]) == sorted([f"HEAD {path}/blobs/{c3.layer.digest} 404",
+                                           f"HEAD {path}/blobs/{c3.config.digest} 404",
+                                           *uploads(c3.layer.digest, c3.config.digest)]), \
         "\n".join(got)
-    assert got[7:] == [
-        f"PUT {path}/manifests/{tag} 201",
-        *(f"PUT {path}/manifests/{receipt(repo, f'image-{t}', ImageReceipt).tag} 201"
-          for t in ("esp32c6", "esp32h2")),
-        f"HEAD {path}/manifests/hello-1.0.0 200",
-        f"PUT {path}/manifests/hello-1.0.0 201"], "\n".join(got)
+    assert c3_part[7:] == [f"PUT {path}/manifests/{tag} 201"], "\n".join(got)
+    assert sorted(set(got[1:-2]) - set(c3_part)) == sorted(
+        f"PUT {path}/manifests/{receipt(repo, f'image-{t}', ImageReceipt).tag} 201"
+        for t in ("esp32c6", "esp32h2")), "\n".join(got)
     assert blob_puts(sent) == {c3.layer.digest, c3.config.digest}
     repo.doit("verify")  # served as esp32-flashjob resolves it, firmware bytes included

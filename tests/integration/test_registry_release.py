@@ -37,7 +37,8 @@ def test_release_pushes_everything_then_a_noop_sends_nothing(
     expected = Counter[str]()
     for _ in TARGETS:
         expected += full_image()
-    expected += Counter({"HEAD manifest 404": 1, "PUT manifest 201": 1})  # the index
+    # the index: the preflight's HEAD of its tag, push-index's just before its PUT
+    expected += Counter({"HEAD manifest 404": 2, "PUT manifest 201": 1})
     assert summary(sent) == expected, "\n".join(map(str, sent))
     assert blob_puts(sent) == {blob.digest for t in TARGETS
                                for blob in receipt(repo, f"image-{t}", ImageReceipt).blobs}
@@ -76,10 +77,11 @@ def test_one_target_change_sends_that_target_and_retags_the_others(
     repo.edit(f"{APP}/sdkconfig.defaults.esp32c6", '"Hello from', '"Hello again from')
     repo.commit("esp32c6 greets differently")
 
-    # the index tag is a released version: moving it needs an explicit force
+    # the index tag is a released version: moving it needs an explicit force, and the
+    # preflight says so before anything is pushed
     refused = repo.doit("release", check=False)
     assert refused.code != 0
-    assert f"error: push-index: {registry.host}/{PATH}:{INDEX_TAG} already points at " \
+    assert f"error: preflight: {registry.host}/{PATH}:{INDEX_TAG} already points at " \
         f"{old_index} (released from commit " in refused.stderr
     assert "released versions are immutable" in refused.stderr
     assert "ESP32TASKS_FORCE=1" in refused.stderr
@@ -87,9 +89,13 @@ def test_one_target_change_sends_that_target_and_retags_the_others(
     assert registry.manifest(PATH, INDEX_TAG)[0] == old_index  # not overwritten
     first = registry.requests()[before:]
 
+    # refused run: HEAD of the index tag, then one GET to name the commit it came from
+    assert exact(first) == [f"HEAD /v2/{PATH}/manifests/{INDEX_TAG} 200",
+                            f"GET /v2/{PATH}/manifests/{INDEX_TAG} 200"]
+
     repo.env["ESP32TASKS_FORCE"] = "1"
     forced = repo.doit("release")
-    assert pushes(forced.executed) == ["push-index"]  # the images went in the refused run
+    assert pushes(forced.executed) == sorted([*(f"push:{t}" for t in TARGETS), "push-index"])
     sent = registry.requests()[before:]
     second = sent[len(first):]
 
@@ -98,18 +104,18 @@ def test_one_target_change_sends_that_target_and_retags_the_others(
     manifests = f"PUT /v2/{PATH}/manifests/"
     # the receipts know the repository: the unchanged targets are re-tagged with one PUT each
     # (the registry checks their blobs), the changed one's new blobs go up without a HEAD
-    got = exact(first)
-    assert got[:1] == [f"{manifests}{tags['esp32c3']} 201"], "\n".join(got)
-    assert sorted(got[1:5]) == uploads(changed.layer.digest, changed.config.digest)
-    assert got[5:] == [
-        f"{manifests}{tags['esp32c6']} 201",
-        f"{manifests}{tags['esp32h2']} 201",
-        # refused run: HEAD of the index tag, then one GET to name the commit it came from
-        f"HEAD /v2/{PATH}/manifests/{INDEX_TAG} 200",
-        f"GET /v2/{PATH}/manifests/{INDEX_TAG} 200"], "\n".join(got)
-    # forced run: HEAD the index tag and PUT the new index, nothing else
-    assert exact(second) == [f"HEAD /v2/{PATH}/manifests/{INDEX_TAG} 200",
-                             f"{manifests}{INDEX_TAG} 201"]
+    got = exact(second)
+    # forced, the preflight's HEAD needs no GET: the tag may be overwritten; then the
+    # targets in doit's order, then the index
+    assert got[:1] == [f"HEAD /v2/{PATH}/manifests/{INDEX_TAG} 200"], "\n".join(got)
+    assert sorted(got[1:-2]) == sorted([
+        *uploads(changed.layer.digest, changed.config.digest),
+        *(f"{manifests}{tags[t]} 201" for t in TARGETS)]), "\n".join(got)
+    c6_put = got.index(f"{manifests}{tags['esp32c6']} 201")
+    assert all(got.index(u) < c6_put
+               for u in uploads(changed.layer.digest, changed.config.digest))
+    assert got[-2:] == [f"HEAD /v2/{PATH}/manifests/{INDEX_TAG} 200",
+                        f"{manifests}{INDEX_TAG} 201"], "\n".join(got)
     assert registry.manifest(PATH, INDEX_TAG)[0] == \
         receipt(repo, "index", IndexReceipt).index.digest
     print(f"\none-target change: {len(first)} requests for the images, "
@@ -126,7 +132,8 @@ def test_clean_target_tag_is_not_moved_to_other_bytes(
     pushed = repo.path / "build/receipts/push-esp32c3.json"
 
     # our last push put other bytes under this tag (a rebuild of the same commit that came
-    # out different): the receipt says so, refused without a request
+    # out different): the receipt says so, refused without a request of its own (the
+    # preflight's HEAD finds the index tag where we left it)
     last = receipt(repo, "push-esp32c3", PushReceipt)
     receipts.write(pushed, dataclasses.replace(last, digest=c6.manifest.digest))
     repo.doit("forget", "push:esp32c3")
@@ -136,7 +143,9 @@ def test_clean_target_tag_is_not_moved_to_other_bytes(
     assert f"error: push:esp32c3: {where} already points at {c6.manifest.digest} " \
         f"(our last push), not at this build's {c3.manifest.digest}; released " \
         "versions are immutable" in refused.stderr
-    assert registry.requests()[before:] == []
+    preflight = f"HEAD /v2/{PATH}/manifests/{INDEX_TAG} 200"
+    assert exact(registry.requests()[before:]) == [preflight]
+    before = len(registry.requests())
 
     # no receipt, and the tag moved behind our back: the HEAD of the tag finds it
     registry.put_manifest(PATH, c3.tag, "application/vnd.oci.image.manifest.v1+json",
@@ -149,6 +158,7 @@ def test_clean_target_tag_is_not_moved_to_other_bytes(
         f"not at this build's {c3.manifest.digest}" in refused.stderr
     # the HEAD finds it, and the GET proves it by the bytes before the verdict
     assert exact(registry.requests()[before:]) == [
+        preflight,
         f"HEAD /v2/{PATH}/manifests/{c3.tag} 200", f"GET /v2/{PATH}/manifests/{c3.tag} 200"]
     assert registry.manifest(PATH, c3.tag)[0] == c6.manifest.digest  # not moved
 
@@ -158,8 +168,8 @@ def test_dirty_tree_is_refused_unless_allowed(repo: Repo, registry: RegistryServ
     repo.write(f"{APP}/notes.txt", "uncommitted\n")
     refused = repo.doit("release", check=False)
     assert refused.code != 0
-    assert "refusing to push esp32c3's image from a working tree with uncommitted " \
-        "changes" in refused.stderr
+    assert "error: preflight: refusing to publish this release from a working tree with " \
+        "uncommitted changes" in refused.stderr
     assert "ESP32TASKS_ALLOW_DIRTY=1" in refused.stderr
     assert registry.requests() == []  # refused before any request
     assert not (repo.path / "build/receipts/push-esp32c3.json").exists()

@@ -129,7 +129,10 @@ def test_dirty_tree_is_marked(repo: Repo) -> None:
     sha7 = repo.git("rev-parse", "--short=7", "HEAD")
     assert receipt(repo, "image-esp32c3", ImageReceipt).tag == \
         f"esp32c3-hello-1.0.0-{sha7}-dirty"
-    assert receipt(repo, "index", IndexReceipt).tag == "hello-1.0.0"
+    # a dirty tree never takes the release's name, in the local layout and store too
+    assert receipt(repo, "index", IndexReceipt).tag == "hello-1.0.0-dirty"
+    assert (repo.path / "build/store/hello/hello-1.0.0-dirty/release.json").is_file()
+    assert not (repo.path / "build/store/hello/hello-1.0.0").exists()
 
 
 def test_two_clones_give_identical_digests(repo: Repo, tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from tests.servers.s3 import (
 from tests.support.repo import TARGETS, Repo, receipt
 from tests.support.s3_release import (
     MANIFEST,
+    RELEASE,
     check_bucket,
     check_manifest,
     expected_objects,
@@ -93,25 +94,41 @@ def test_one_target_change_writes_only_its_changed_objects_and_the_manifest(
         repo: Repo, s3_server: Seaweed, s3_proxy: RecordingProxy) -> None:
     bucket = s3_server.bucket(new_bucket())
     use_s3(repo, s3_proxy.endpoint, bucket)
+    # work in progress, published under -dirty names, at one revision: a version's prefix
+    # holds one build of each target, so only a change there shows what travels
+    repo.env["ESP32TASKS_ALLOW_DIRTY"] = "1"
+    repo.write("NOTES.md", "work in progress\n")
     repo.doit("release")
-    before = expected_objects(repo)
+    dirty = RELEASE.removesuffix("/") + "-dirty/"
 
+    def objects() -> dict[str, str]:
+        return {k.replace(RELEASE, dirty, 1): v for k, v in expected_objects(repo).items()}
+
+    before = objects()
     s3_proxy.clear()
     repo.edit(f"{APP}/sdkconfig.defaults.esp32c6", '"Hello from', '"Hello again from')
     run = repo.doit("release")  # uncommitted: same revision, a dirty build of it
     assert [t for t in run.executed if t.startswith(("build:", "upload:"))] == \
         ["build:esp32c6", "upload:esp32c6"]
-    after = expected_objects(repo)
+    after = objects()
     changed = {k for k in after if after[k] != before[k]}
     assert changed
     assert all("/esp32c6/" in k for k in changed)
     # the last upload receipt says what the bucket holds: no request for an unchanged
-    # object, no HEAD before a changed one; the release check once, the manifest GET + PUT
+    # object, no HEAD before a changed one; the release check once (the preflight's),
+    # the manifest GET + PUT
+    key = dirty + "release.json"
     sent = [(r.method, r.key) for r in s3_proxy.snapshot()]
-    assert sent[0] == ("GET", MANIFEST)
+    assert sent[0] == ("GET", key)
     assert sorted(sent[1:-2]) == sorted(("PUT", k) for k in changed)
-    assert sent[-2:] == [("GET", MANIFEST), ("PUT", MANIFEST)]
-    manifest = check_bucket(s3_server, repo, bucket)
+    assert sent[-2:] == [("GET", key), ("PUT", key)]
+    s3 = s3_server.client()
+    listed = {o["Key"]: o["ETag"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert set(listed) == {*after, key}
+    for name, sha in after.items():
+        body = s3.get_object(Bucket=bucket, Key=name)["Body"].read()
+        assert hashlib.sha256(body).hexdigest() == sha, name
+    manifest = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     assert manifest["git"]["dirty"] is True
 
 
@@ -132,9 +149,12 @@ def test_a_version_released_from_another_commit_is_not_overwritten_unless_forced
     assert refused.code != 0
     errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
     assert errors == [
-        f"error: upload:esp32c6: s3://{bucket}/{MANIFEST} was released from commit "
-        f"{first[:7]}, not {repo.git('rev-parse', '--short=7', 'HEAD')}; released versions "
-        "are immutable: bump [project] version, or overwrite with ESP32TASKS_FORCE=1"]
+        f"error: preflight: s3://{bucket}/{MANIFEST} was released by "
+        f"{json.loads(released)['published_by']} from commit {first[:7]} (committed "
+        "2026-01-01T00:00:00Z, clean), not from "
+        f"{repo.git('rev-parse', '--short=7', 'HEAD')}; released versions are immutable: "
+        "bump [project] version (or tag a new v<version> with version = \"git\"), or "
+        "overwrite with ESP32TASKS_FORCE=1"]
     assert s3_proxy.writes() == []
     assert s3.get_object(Bucket=bucket, Key=MANIFEST)["Body"].read() == released
     for key, sha in before.items():
@@ -146,11 +166,11 @@ def test_a_version_released_from_another_commit_is_not_overwritten_unless_forced
     assert "upload:esp32c6" in forced.executed
     after = expected_objects(repo)
     changed = {k for k in after if after[k] != before[k]}
-    # forced, nothing needs checking: no GET. The refused upload left no receipt, so
-    # esp32c6's objects are HEAD-checked again; release.json is sent without one.
+    # forced, nothing needs checking: no GET. The preflight refused before the upload
+    # ran, so its receipt still says what the bucket holds: only esp32c6's changed
+    # objects go, without a HEAD; release.json is sent without one.
     sent = [(r.method, r.key) for r in s3_proxy.snapshot()]
-    assert sorted(sent[:-1]) == sorted([*(("HEAD", k) for k in after if "/esp32c6/" in k),
-                                        *(("PUT", k) for k in changed)])
+    assert sorted(sent[:-1]) == sorted(("PUT", k) for k in changed)
     assert sent[-1] == ("PUT", MANIFEST)
     check_bucket(s3_server, repo, bucket)
 
@@ -187,7 +207,7 @@ def test_missing_bucket_is_named_and_create_bucket_creates_it(
     assert run.code != 0
     errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
     assert errors == [
-        f"error: upload:esp32c3: S3 endpoint {s3_server.endpoint} (bucket '{bucket}'): "
+        f"error: preflight: S3 endpoint {s3_server.endpoint} (bucket '{bucket}'): "
         "the bucket does not exist; create it, fix store.url, or set `create_bucket = true` "
         "in [store]"]
     repo.edit("targets.toml", "endpoint_url", "create_bucket = true\nendpoint_url")
@@ -207,7 +227,7 @@ def test_wrong_credentials_fail_clearly_and_the_secret_is_nowhere(
     assert run.code != 0
     errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1
-    assert errors[0].startswith(f"error: upload:esp32c3: S3 endpoint {s3_server.endpoint} "
+    assert errors[0].startswith(f"error: preflight: S3 endpoint {s3_server.endpoint} "
                                 f"(bucket '{bucket}'): GET s3://{bucket}/{MANIFEST} refused: ")
     assert "(credentials from env)" in errors[0]
     assert_secret_nowhere(repo, creds.secret_key, run.output)
@@ -223,7 +243,7 @@ def test_endpoint_down_fails_fast_with_one_line(repo: Repo) -> None:
     assert time.monotonic() - started < 15
     assert run.code != 0
     assert [line for line in run.stderr.splitlines() if line.strip()] == [
-        f"error: upload:esp32c3: S3 endpoint {endpoint} (bucket 'some-bucket'): cannot "
+        f"error: preflight: S3 endpoint {endpoint} (bucket 'some-bucket'): cannot "
         "connect after 2 attempts (Could not connect to the endpoint URL); check that the "
         "server is up and store.endpoint_url"]
 
@@ -237,7 +257,7 @@ def test_server_that_never_answers_fails_within_15_seconds(
     assert time.monotonic() - started < 15
     assert run.code != 0
     assert [line for line in run.stderr.splitlines() if line.strip()] == [
-        f"error: upload:esp32c3: S3 endpoint {silent_server.endpoint} (bucket 'some-bucket'): "
+        f"error: preflight: S3 endpoint {silent_server.endpoint} (bucket 'some-bucket'): "
         "no answer within 5 s, 2 attempts; the server accepts connections but does not "
         "respond"]
 
@@ -263,23 +283,29 @@ def test_killed_mid_upload_then_rerun_sends_only_what_is_missing(
         assert crashed.code != 0
         errors = [line for line in crashed.stderr.splitlines() if line.startswith("error:")]
         assert len(errors) == 1
-        assert errors[0].startswith(f"error: upload:esp32c6: S3 endpoint {proxy.endpoint} "
-                                    f"(bucket '{bucket}'): ")
-        assert not (repo.path / "build/receipts/upload-esp32c6.json").exists()
+        assert errors[0].startswith("error: upload:esp32")
+        assert errors[0].startswith(f": S3 endpoint {proxy.endpoint} (bucket '{bucket}'): ",
+                                    len("error: upload:esp32c6"))
+        crashed_in = errors[0].split(":")[2]  # the target whose upload the crash hit
+        assert not (repo.path / f"build/receipts/upload-{crashed_in}.json").exists()
 
         proxy.hook = None
         server.start()  # same ports, same data
         s3 = server.client()
         present = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
         assert MANIFEST not in present
-        c3 = {k for k in expected_objects(repo) if "/esp32c3/" in k}
-        c6 = {k for k in expected_objects(repo) if "/esp32c6/" in k}
-        assert c3 <= present  # finished before the crash
-        assert not c6 <= present  # the crash hit in the middle of esp32c6
+        receipts = repo.path / "build/receipts"
+        done = [t for t in TARGETS if (receipts / f"upload-{t}.json").exists()]
+        assert len(done) == 1  # 9 objects each: one target, then the 5th of the next
+        for target in done:
+            assert {k for k in expected_objects(repo) if f"/{target}/" in k} <= present
+        hit = {k for k in expected_objects(repo) if f"/{crashed_in}/" in k}
+        assert not hit <= present  # the crash hit in the middle of a target
         proxy.clear()
         rerun = repo.doit("release")
-        assert "upload:esp32c3" not in rerun.executed  # finished before the crash
-        assert {"upload:esp32c6", "upload:esp32h2", "manifest"} <= set(rerun.executed)
+        assert not {f"upload:{t}" for t in done} & set(rerun.executed)  # finished before
+        assert {*(f"upload:{t}" for t in TARGETS if t not in done), "manifest"} <= \
+            set(rerun.executed)
         missing = set(expected_objects(repo)) - present
         assert sorted(r.key for r in proxy.writes()) == sorted([*missing, MANIFEST])
         check_bucket(server, repo, bucket)

@@ -20,6 +20,7 @@ from esp32tasks.config import (
     load,
     parse,
     parse_bool,
+    resolve_version,
     substitute,
 )
 from esp32tasks.errors import ConfigError
@@ -109,11 +110,27 @@ endpoint_url = "http://127.0.0.1:8333"
                  "duplicate target 'esp32c3' (also targets[0]); give each target a unique name",
                  id="duplicate-target"),
     pytest.param(GOOD.replace('version = "1.0.0"', 'version = "1.0.0+build"'),
-                 "targets.toml: project.version: '1.0.0+build' cannot be part of an OCI tag; "
-                 "use letters, digits, '.', '_' and '-' (e.g. 1.4.0-rc.1)", id="version-not-tag"),
-    pytest.param(GOOD.replace('version = "1.0.0"', f'version = "{"1" * 32}"'),
-                 f"targets.toml: project.version: '{'1' * 32}' is 32 bytes; "
+                 "targets.toml: project.version: '1.0.0+build' has build metadata ('+'), "
+                 "which an OCI tag cannot hold; drop it or make it a pre-release (e.g. "
+                 "1.4.0-rc.1)", id="version-build-metadata"),
+    pytest.param(GOOD.replace('version = "1.0.0"', 'version = "1.0"'),
+                 "targets.toml: project.version: '1.0' is not a version: use semver "
+                 "MAJOR.MINOR.PATCH[-PRERELEASE] (e.g. 1.4.0 or 1.4.0-rc.1) or \"git\" (git "
+                 "describe --tags --match 'v[0-9]*')", id="version-not-semver"),
+    pytest.param(GOOD.replace('version = "1.0.0"', 'version = "1.0.0-rc.01"'),
+                 "targets.toml: project.version: '1.0.0-rc.01' is not a version: use semver "
+                 "MAJOR.MINOR.PATCH[-PRERELEASE] (e.g. 1.4.0 or 1.4.0-rc.1) or \"git\" (git "
+                 "describe --tags --match 'v[0-9]*')", id="version-leading-zero"),
+    pytest.param(GOOD.replace('version = "1.0.0"', f'version = "1.0.0-{"a" * 26}"'),
+                 f"targets.toml: project.version: '1.0.0-{'a' * 26}' is 32 bytes; "
                  "esp_app_desc_t.version holds at most 31", id="version-too-long"),
+    pytest.param(GOOD.replace('version = "1.0.0"', 'version = "1.0.0"\nchannels = ["Beta"]'),
+                 "targets.toml: project.channels: 'Beta' is not a channel name: a lower-case "
+                 "letter, then lower-case letters and digits (e.g. stable, beta, dev)",
+                 id="channel-name"),
+    pytest.param(GOOD.replace('version = "1.0.0"', 'version = "1.0.0"\nchannels = ["dirty"]'),
+                 "targets.toml: project.channels: 'dirty' is reserved (it marks an uncommitted "
+                 "tree's names); pick another", id="channel-reserved"),
     pytest.param(GOOD.replace('app_dir = "app"', 'app_dir = "missing"'),
                  "targets.toml: project.app_dir: directory 'missing' does not exist; create it "
                  "or fix the path (relative to the repository root)", id="missing-app-dir"),
@@ -158,20 +175,13 @@ def test_unsafe_target_names(root: Path, name: str) -> None:
         "lower-case letters, digits, '.', '_' and '-' (e.g. esp32s3r8)")
 
 
-def test_composed_tag_over_128_characters(root: Path) -> None:
-    name = "esp32c3-" + "x" * 100
-    text = GOOD + f'[[targets]]\nname = "{name}"\nchip = "esp32c3"\n'
-    assert error(root, text) == (
-        f"targets.toml: targets[1].name: the tag '{name}-hello-1.0.0-<sha7>-dirty' can reach "
-        "134 characters, over the 128 OCI allows; shorten the target name, app_type or version")
-
-
 def test_every_problem_in_one_pass(root: Path) -> None:
     text = GOOD.replace('version = "1.0.0"', 'version = "1 0"') + (
         '[[targets]]\nname = "esp32c3"\n[[targets]]\nname = "esp32x"\n')
     assert error(root, text).splitlines() == [
-        "targets.toml: project.version: '1 0' cannot be part of an OCI tag; use letters, "
-        "digits, '.', '_' and '-' (e.g. 1.4.0-rc.1)",
+        "targets.toml: project.version: '1 0' is not a version: use semver "
+        "MAJOR.MINOR.PATCH[-PRERELEASE] (e.g. 1.4.0 or 1.4.0-rc.1) or \"git\" (git describe "
+        "--tags --match 'v[0-9]*')",
         "targets.toml: targets[1].name: duplicate target 'esp32c3' (also targets[0]); give "
         "each target a unique name",
         "targets.toml: targets[2].name: unknown chip 'esp32x' (known: "
@@ -389,8 +399,81 @@ def test_every_variable_is_listed_once() -> None:
     assert {"ESP32TASKS_REGISTRY", "ESP32TASKS_REGISTRY_INSECURE",
             "ESP32TASKS_REGISTRY_CA_BUNDLE", "ESP32TASKS_REGISTRY_USER",
             "ESP32TASKS_REGISTRY_PASSWORD", "ESP32TASKS_ALLOW_DIRTY",
-            "ESP32TASKS_FORCE"} == set(names)
-    assert CLI_PARAMETERS == ("registry",)
+            "ESP32TASKS_FORCE", "ESP32TASKS_VERSION", "ESP32TASKS_CHANNEL",
+            "ESP32TASKS_FORCE_CHANNEL"} == set(names)
+    assert CLI_PARAMETERS == ("registry", "version", "channel")
+
+
+def test_version_and_channels_come_from_the_command_line_then_variables_then_the_file(
+        root: Path) -> None:
+    (root / "targets.toml").write_text(
+        GOOD.replace('version = "1.0.0"', 'version = "1.0.0"\nchannels = ["beta"]'))
+    path = root / "targets.toml"
+    assert (load(path, HOME).project.version, load(path, HOME).project.channels) == \
+        ("1.0.0", ("beta",))
+    env = {**HOME, "ESP32TASKS_VERSION": "2.0.0-rc.1", "ESP32TASKS_CHANNEL": "dev, beta,dev"}
+    project = load(path, env).project
+    assert (project.version, project.version_source, project.channels) == \
+        ("2.0.0-rc.1", "ESP32TASKS_VERSION", ("dev", "beta"))
+    project = load(path, env, {"version": "git", "channel": "stable"}).project
+    assert (project.version, project.version_source, project.channels) == \
+        ("git", "doit release version=git", ("stable",))
+
+
+def test_bad_overrides_name_themselves(root: Path) -> None:
+    (root / "targets.toml").write_text(GOOD)
+    with pytest.raises(ConfigError) as info:
+        load(root / "targets.toml", {**HOME, "ESP32TASKS_CHANNEL": "beta,Stable"},
+             {"version": "1.0"})
+    assert info.value.problems == [
+        "doit release version=1.0: '1.0' is not a version: use semver "
+        "MAJOR.MINOR.PATCH[-PRERELEASE] (e.g. 1.4.0 or 1.4.0-rc.1) or \"git\" (git describe "
+        "--tags --match 'v[0-9]*')",
+        "ESP32TASKS_CHANNEL=beta,Stable: 'Stable' is not a channel name: a lower-case letter, "
+        "then lower-case letters and digits (e.g. stable, beta, dev)"]
+
+
+def test_allow_dirty_and_force_channel_are_switches_of_their_own(root: Path) -> None:
+    (root / "targets.toml").write_text(WITH_REGISTRY.replace(
+        "[registry]", "[registry]\nallow_dirty = true", 1))
+    release = load(root / "targets.toml", {**HOME, "ESP32TASKS_FORCE": "1"})
+    assert release.project.allow_dirty is True  # [registry] allow_dirty, as before
+    assert release.project.force_channel is False  # ESP32TASKS_FORCE never moves channels
+    release = load(root / "targets.toml", {**HOME, "ESP32TASKS_ALLOW_DIRTY": "0",
+                                           "ESP32TASKS_FORCE_CHANNEL": "yes"})
+    assert (release.project.allow_dirty, release.project.force_channel) == (False, True)
+
+
+@pytest.mark.parametrize(("described", "version"), [
+    ("v1.0.1-0-gabc1234", "1.0.1"),
+    ("v1.0.1-3-gabc1234", "1.0.1-3-gabc1234"),
+    ("v2.0.0-rc.2-0-g0123456", "2.0.0-rc.2"),
+    ("v2.0.0-rc.2-12-g0123456", "2.0.0-rc.2-12-g0123456"),
+])
+def test_git_version_is_what_git_describe_says_without_the_v(
+        root: Path, described: str, version: str) -> None:
+    (root / "targets.toml").write_text(GOOD.replace('version = "1.0.0"', 'version = "git"'))
+    release = resolve_version(load(root / "targets.toml", HOME), described)
+    assert release.project.version == version
+    assert release.project.version_source == \
+        f'targets.toml: project.version = "git" ({described})'
+
+
+@pytest.mark.parametrize(("described", "message"), [
+    (None, "targets.toml: project.version = \"git\": no tag matching 'v[0-9]*' reaches HEAD; "
+           "tag a release (git tag v0.1.0) or set a literal version"),
+    ("v1.0-2-gabc1234", "targets.toml: project.version = \"git\": git describe found the tag "
+                        "'v1.0', whose version is not semver MAJOR.MINOR.PATCH[-PRERELEASE]; "
+                        "tag the commit v<version> (e.g. v1.4.0) or set a literal version"),
+    (f"v1.0.0-{'a' * 14}-1234-gabc1234", "targets.toml: project.version = \"git\" "
+     f"(v1.0.0-{'a' * 14}-1234-gabc1234): '1.0.0-{'a' * 14}-1234-gabc1234' is 34 bytes; "
+     "esp_app_desc_t.version holds at most 31"),
+])
+def test_git_version_problems(root: Path, described: str | None, message: str) -> None:
+    (root / "targets.toml").write_text(GOOD.replace('version = "1.0.0"', 'version = "git"'))
+    with pytest.raises(ConfigError) as info:
+        resolve_version(load(root / "targets.toml", HOME), described)
+    assert str(info.value) == message
 
 
 @pytest.mark.parametrize(("value", "expected"), [

@@ -95,6 +95,52 @@ def test_plan_missing_per_target_file(tmp_path: Path) -> None:
                                "create it or remove it from the list")
 
 
+def test_a_dirty_tree_takes_no_release_name_and_moves_no_channel(tmp_path: Path) -> None:
+    (tmp_path / "app").mkdir()
+    for name in ("sdk.c6", "sdk.r8"):
+        (tmp_path / "app" / name).write_text("x")
+    text = PLAN_TOML.replace('version = "1.2.0"', 'version = "1.2.0"\nchannels = ["beta"]')
+    clean = expand(parse(text, tmp_path / "targets.toml"), GIT)
+    assert [(c.name, c.tag, c.pointer_key) for c in clean.channels] == [
+        ("beta", "ota-beta", "hello/channels/ota-beta.json")]
+    dirty = expand(parse(text, tmp_path / "targets.toml"),
+                   GitState(revision=GIT.revision, dirty=True, commit_time=GIT.commit_time,
+                            files=GIT.files))
+    assert dirty.index_tag == "ota-1.2.0-dirty"
+    assert dirty.release_prefix == "hello/ota-1.2.0-dirty/"
+    assert dirty.steps[0].tag == "esp32c6-ota-1.2.0-0123456-dirty"
+    assert dirty.steps[0].store_prefix == "hello/ota-1.2.0-dirty/esp32c6/artifacts/"
+    assert dirty.channels == ()
+
+
+def test_a_snapshot_is_a_version_with_a_distance(tmp_path: Path) -> None:
+    (tmp_path / "app").mkdir()
+    for name in ("sdk.c6", "sdk.r8"):
+        (tmp_path / "app" / name).write_text("x")
+    for version, snapshot in (("1.2.0", False), ("1.2.0-rc.1", False),
+                              ("1.2.0-3-gabc1234", True)):
+        text = PLAN_TOML.replace('version = "1.2.0"', f'version = "{version}"')
+        plan = expand(parse(text, tmp_path / "targets.toml"), GIT)
+        assert (plan.index_tag, plan.snapshot) == (f"ota-{version}", snapshot)
+
+
+def test_a_composed_tag_over_128_characters_names_its_longest_part(tmp_path: Path) -> None:
+    name = "esp32c3-" + "x" * 100
+    text = PLAN_TOML + f'[[targets]]\nname = "{name}"\nchip = "esp32c3"\n'
+    tag = f"{name}-ota-1.2.0-0123456-dirty"
+    dirty = GitState(revision=GIT.revision, dirty=True, commit_time=GIT.commit_time,
+                     files=GIT.files)
+    (tmp_path / "app").mkdir()
+    for file in ("sdk.c6", "sdk.r8"):
+        (tmp_path / "app" / file).write_text("x")
+    expand(parse(text, tmp_path / "targets.toml"), GIT)  # 128 when clean: fits
+    with pytest.raises(ConfigError) as info:
+        expand(parse(text, tmp_path / "targets.toml"), dirty)
+    assert str(info.value) == (
+        f"targets.toml: the tag '{tag}' is {len(tag)} characters, over the 128 OCI allows; its "
+        f"longest part is the target name '{name}' (108): shorten it")
+
+
 # -- build/ is ours: no target, store or app among our files (issue 9) ---------------------
 
 def plan_error(tmp_path: Path, text: str) -> str:

@@ -51,14 +51,14 @@ def test_idf_argv() -> None:
     release = make_release("idf", command=("/opt/idf/tools/idf.py",))
     assert build_argv(release, C3, "build/esp32c3") == [
         "/opt/idf/tools/idf.py", "-B", "build/esp32c3", "-DIDF_TARGET=esp32c3",
-        "-DSDKCONFIG=build/esp32c3/sdkconfig", "build"]
+        "-DSDKCONFIG=build/esp32c3/sdkconfig", "-DPROJECT_VER=1.2.0", "build"]
 
 
 def test_idf_argv_with_sdkconfig_defaults_of_the_builder_then_the_target() -> None:
     release = make_release("idf", sdkconfig_defaults=("sdkconfig.defaults", "sdkconfig.ci"))
     assert build_argv(release, S3R8, "build/esp32s3r8") == [
         "idf.py", "-B", "build/esp32s3r8", "-DIDF_TARGET=esp32s3",
-        "-DSDKCONFIG=build/esp32s3r8/sdkconfig",
+        "-DSDKCONFIG=build/esp32s3r8/sdkconfig", "-DPROJECT_VER=1.2.0",
         "-DSDKCONFIG_DEFAULTS=sdkconfig.defaults;sdkconfig.ci;sdkconfig.r8", "build"]
 
 

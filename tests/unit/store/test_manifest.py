@@ -174,6 +174,18 @@ def put_manifest(store: DirStore, plan: Plan, **git: Any) -> None:
     store.put_bytes(manifest.manifest_key(plan), manifest.encode(doc))
 
 
+def test_the_refusal_names_who_released_from_which_commit_and_when(tmp_path: Path) -> None:
+    plan = make_plan(tmp_path)
+    store = DirStore(tmp_path / "store")
+    doc = manifest.document(plan, make_inputs(plan), "octocat (GitHub Actions)")
+    doc["git"].update(revision=OTHER, commit_time="2026-02-03T04:05:06Z")
+    store.put_bytes(manifest.manifest_key(plan), manifest.encode(doc))
+    with pytest.raises(StoreReleaseConflict) as info:
+        manifest.check_release(store, plan, force=False)
+    assert "release.json was released by octocat (GitHub Actions) from commit fedcba9 " \
+        "(committed 2026-02-03T04:05:06Z, clean), not from 0123456" in str(info.value)
+
+
 def test_check_release_allows_a_new_version_and_the_same_revision(tmp_path: Path) -> None:
     plan = make_plan(tmp_path)
     store = DirStore(tmp_path / "store")
@@ -190,8 +202,9 @@ def test_check_release_refuses_another_revision_unless_forced(tmp_path: Path) ->
         manifest.check_release(store, plan, force=False)
     assert str(info.value) == (
         f"{tmp_path / 'store'}/hello/hello-1.0.0/release.json was released from commit "
-        "fedcba9, not 0123456; released versions are immutable: bump [project] version, or "
-        "overwrite with ESP32TASKS_FORCE=1")
+        "fedcba9 (committed 2026-01-01T00:00:00Z, clean), not from 0123456; released "
+        "versions are immutable: bump [project] version (or tag a new v<version> with "
+        'version = "git"), or overwrite with ESP32TASKS_FORCE=1')
     assert manifest.check_release(store, plan, force=True) is not None
 
 
@@ -251,7 +264,9 @@ def test_publish_writes_the_manifest_last_into_a_local_store(tmp_path: Path) -> 
     assert manifest.publish(plan, False) is None  # type: ignore[func-returns-value]
     published = (tmp_path / "build/store/hello/hello-1.0.0/release.json").read_bytes()
     assert published == (tmp_path / manifest.RECEIPT).read_bytes()
-    assert published == manifest.encode(manifest.document(plan, inputs))
+    assert published == manifest.encode(manifest.document(plan, inputs,
+                                                          manifest.publisher(plan)))
+    assert json.loads(published)["published_by"] == manifest.publisher(plan) != ""
     assert json.loads(published)["git"]["revision"] == REV
 
 
