@@ -78,6 +78,13 @@ class Client:
             what_to_check=f"the registry in {config.source} ({config.host})")
         #: oras-py's parsed reference: it builds every URL of the repository
         self.container = self.transport.get_container(config.repository)
+        #: bytes of blobs and manifests sent (and confirmed), for the release summary
+        self.sent = 0
+        self._sent_lock = threading.Lock()
+
+    def _count(self, size: int) -> None:
+        with self._sent_lock:
+            self.sent += size
 
     def _manifest_url(self, reference: str) -> str:
         return f"{self.transport.prefix}://{self.container.manifest_url(reference)}"
@@ -142,6 +149,7 @@ class Client:
         if served and served != blob.digest:
             raise RegistryError(f"registry {self.config.host} stored {reference} as {served}, "
                                 f"not {blob.digest}: it rewrote the manifest")
+        self._count(len(blob.data))
         if served:
             return
         confirmed = self.manifest_digest(reference)  # no header: ask what the tag is now
@@ -183,6 +191,7 @@ class Client:
                                 f"{descriptor.digest} as {served}: the bytes changed on the "
                                 "way; try again, or ask its operators")
         if served == descriptor.digest or self.has_blob(descriptor):
+            self._count(descriptor.size)
             return
         raise self._not_registry(
             f"upload of blob {descriptor.digest}",

@@ -36,7 +36,7 @@ def objects_present(plan: Plan, step: Step) -> bool:
         return False
 
 
-def upload(plan: Plan, step: Step) -> None:
+def upload(plan: Plan, step: Step) -> dict[str, int]:
     """Copy every artifact of the target to the store, sending only what changed.
 
     The previous receipt records each key's SHA-256 as we uploaded it to this store. When
@@ -80,9 +80,11 @@ def upload(plan: Plan, step: Step) -> None:
         overwrite = {key for key, _, _ in files}  # just read: other bytes, or none
     else:
         overwrite = {key for key, _, _ in files if key in known}
-    store.put_files(files, overwrite=overwrite)
+    went = store.put_files(files, overwrite=overwrite)
     write(receipt, UploadReceipt(target=step.name, store=where, endpoint=endpoint,
                                  build=built_sha, objects=tuple(objects)))
+    return {"sent": sum(path.stat().st_size
+                        for (_, path, _), sent in zip(files, went, strict=True) if sent)}
 
 
 def _trusted(previous: UploadReceipt | None, where: str, endpoint: str,

@@ -46,9 +46,11 @@ class Action:
         self.function = function
         self.args = args
 
-    def __call__(self) -> TaskFailed | None:
+    def __call__(self) -> TaskFailed | dict[str, Any] | None:
+        """The function's failure as doit's ``TaskFailed``; a dict it returns is doit's
+        task values (the bytes a publishing task sent, for the summary)."""
         try:
-            self.function(*self.args)
+            result = self.function(*self.args)
         except Esp32TasksError as exc:
             return TaskFailed(str(exc))
         except OSError as exc:
@@ -56,7 +58,7 @@ class Action:
             if message is None:
                 raise  # not the filesystem's refusal: a bug, with its traceback
             return TaskFailed(message)
-        return None
+        return result if isinstance(result, dict) else None
 
     @property
     def name(self) -> str:

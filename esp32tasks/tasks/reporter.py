@@ -20,7 +20,38 @@ __all__ = ["Reporter"]
 
 
 class Reporter(ConsoleReporter):  # type: ignore[misc]  # doit ships no type hints
-    """Like doit's, but an expected failure (``TaskFailed``) is one ``error:`` block."""
+    """Like doit's, but an expected failure (``TaskFailed``) is one ``error:`` block, and a
+    run of ``release`` ends with its summary (:mod:`esp32tasks.summary`)."""
+
+    def __init__(self, outstream: Any, options: Any) -> None:
+        super().__init__(outstream, options)
+        self.ran: set[str] = set()
+        self.sent: dict[str, int] = {}
+        self.before: dict[str, str | None] | None = None
+        self.released = False
+
+    def execute_task(self, task: Any) -> None:
+        if self.before is None and task.actions:  # what the images were, before any work
+            from esp32tasks import summary
+            from esp32tasks.tasks.session import current
+
+            self.before = summary.digests(current().plan)
+        super().execute_task(task)
+
+    def add_success(self, task: Any) -> None:
+        if task.name == "release":
+            self.released = True
+        if task.actions:
+            self.ran.add(task.name)
+        sent = (task.values or {}).get("sent")
+        if isinstance(sent, int):
+            self.sent[task.name] = sent
+        super().add_success(task)
+
+    def skip_uptodate(self, task: Any) -> None:
+        if task.name == "release":
+            self.released = True
+        super().skip_uptodate(task)
 
     def add_failure(self, task: Any, fail: Any) -> None:
         message = fail.message if isinstance(fail, TaskFailed) and not fail.traceback else None
@@ -33,9 +64,23 @@ class Reporter(ConsoleReporter):  # type: ignore[misc]  # doit ships no type hin
         super().add_failure(task, fail)
 
     def complete_run(self) -> None:
+        if self.released and not self.failures and not self.runtime_errors:
+            self._summary()
         # the message was printed when it happened; don't repeat it in a summary block
         self.failures: list[dict[str, Any]] = [f for f in self.failures if not f.get("reported")]
         super().complete_run()
+
+    def _summary(self) -> None:
+        from esp32tasks import summary
+        from esp32tasks.tasks.session import current
+
+        plan = current().plan
+        if not self.ran - {"preflight"}:
+            self.write(summary.nothing_changed(plan))  # and nothing is written
+            return
+        facts = summary.collect(plan, self.before or {}, self.ran, self.sent)
+        self.write("\n" + summary.text(facts))
+        summary.write(plan, facts, plan.release.step_summary)
 
 
 #: The last line of an ``OSError``'s traceback: ``PermissionError: [Errno 13] Permission

@@ -14,7 +14,7 @@ from esp32tasks import config
 PACKAGE = Path(__file__).resolve().parents[2] / "esp32tasks"
 README = PACKAGE.parent / "README.md"
 CORE = {"errors", "files", "runcache", "deadline", "config", "gitinfo", "plan", "receiptfile",
-        "receipts", "oci", "images", "__init__"}
+        "receipts", "oci", "images", "version", "bundle", "summary", "__init__"}
 ROOMS = ("build", "registry", "store", "tasks")
 
 
