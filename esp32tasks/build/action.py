@@ -81,7 +81,7 @@ def build(release: Release, step: Step) -> None:
     app_dir = root / release.project.app_dir
     run(builders.build_argv(release, step.target, str(build_dir)), cwd=app_dir,
         env=builders.build_env(release, step.target), log=root / step.log,
-        log_label=step.log.as_posix())
+        log_label=step.log.as_posix(), task=f"build:{step.name}")
     artifacts = tuple(
         Artifact(kind=a.kind, name=a.name, path=_rel(release, a.path),
                  size=a.path.stat().st_size, sha256=sha256_file(a.path))
