@@ -18,7 +18,7 @@ import re
 import string
 import tomllib
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Final, Literal, TypeVar, cast, get_args
@@ -125,6 +125,8 @@ class Project:
     """Move a channel backwards (``ESP32TASKS_FORCE_CHANNEL``; never ``ESP32TASKS_FORCE``)."""
     allow_dirty: bool = False
     """Publish an uncommitted tree, under names that end in ``-dirty``."""
+    exclude: tuple[str, ...] = ()
+    """gitignore-style patterns, relative to ``app_dir``, of files that are no source."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -371,6 +373,16 @@ class _Reader:
             return default
         return value
 
+    def checked(self, table: Mapping[str, Any], key: str,
+                problem: Callable[[str], str | None]) -> tuple[str, ...]:
+        """``[project] key``, a list of strings, each one checked by ``problem``."""
+        values = self.strings(table, key, "project")
+        for value in values:
+            found = problem(value)
+            if found is not None:
+                self.fail(f"project.{key}", found)
+        return values
+
     def strings(self, data: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
         value = self.get(data, key, where, list) or []
         if not all(isinstance(item, str) for item in value):
@@ -470,7 +482,7 @@ class _Reader:
     def project(self, data: dict[str, Any]) -> Project | None:
         table = self.table(data, "project", "", ("name", "app_type", "version", "app_dir",
                                                   "source", "channels", "force_channel",
-                                                  "allow_dirty"))
+                                                  "allow_dirty", "exclude"))
         if table is None:
             self.fail("project", "missing; add a [project] table with name, app_type, version")
             return None
@@ -489,12 +501,9 @@ class _Reader:
             problem = version_problem(version, allow_git=True)
             if problem is not None:
                 self.fail("project.version", problem)
-        channels = self.strings(table, "channels", "project")
-        for channel in channels:
-            problem = channel_problem(channel)
-            if problem is not None:
-                self.fail("project.channels", problem)
+        channels = self.checked(table, "channels", channel_problem)
         force_channel = bool(self.get(table, "force_channel", "project", bool, False))
+        exclude = self.checked(table, "exclude", _pattern_problem)
         allow_dirty = bool(self.get(table, "allow_dirty", "project", bool, False))
         app_path: PurePosixPath | None = None
         if app_dir is not None:
@@ -513,7 +522,8 @@ class _Reader:
             return None
         return Project(name=name, app_type=app_type, version=version, app_dir=app_path,
                        source=source, channels=tuple(dict.fromkeys(channels)),
-                       force_channel=force_channel, allow_dirty=allow_dirty)
+                       force_channel=force_channel, allow_dirty=allow_dirty,
+                       exclude=exclude)
 
     def builder(self, data: dict[str, Any]) -> Builder | None:
         table = self.table(data, "builder", "", ("kind", "command", "env", "sdkconfig_defaults",
@@ -778,6 +788,16 @@ def version_problem(version: str, *, allow_git: bool = False) -> str | None:
     if len(version.encode()) > MAX_VERSION_BYTES:
         return (f"'{version}' is {len(version.encode())} bytes; esp_app_desc_t.version "
                 f"holds at most {MAX_VERSION_BYTES}")
+    return None
+
+
+def _pattern_problem(pattern: str) -> str | None:
+    import pathspec  # a no-op with no exclude never imports it
+
+    try:
+        pathspec.GitIgnoreSpec.from_lines([pattern])
+    except (ValueError, TypeError) as exc:
+        return f"'{pattern}' is not a gitignore pattern ({exc})"
     return None
 
 

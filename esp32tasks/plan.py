@@ -6,12 +6,13 @@ Actions never re-derive a path, tag or key; they read them from a :class:`Step`.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Final
 
-from esp32tasks.config import DEFAULT_STORE, MAX_TAG_LENGTH, Release, Target
+from esp32tasks.config import DEFAULT_STORE, KNOWN_CHIPS, MAX_TAG_LENGTH, Release, Target
 from esp32tasks.errors import ConfigError
 from esp32tasks.gitinfo import GitState
 from esp32tasks.version import Version
@@ -110,6 +111,8 @@ class Plan:
     """``<project>/<app_type>-<version>[-dirty]/``: where the release manifest goes."""
     channels: tuple[Channel, ...] = ()
     """The channels this run moves, after the index is pushed."""
+    warnings: tuple[str, ...] = ()
+    """What the user should know but that stops nothing (printed once per run)."""
 
     @property
     def version(self) -> Version:
@@ -142,11 +145,14 @@ def expand(release: Release, git: GitState) -> Plan:
     project = release.project
     app_dir = project.app_dir
     problems = _app_in_build(release)
+    files = _included(project.exclude, app_dir, git.files)
+    chip_files, chip_claimed = _chip_defaults(release, set(files))
     # A file some target claims belongs to the targets that claim it, and no other.
     claimed = {_under(app_dir, f) for t in release.targets for f in t.own_files}
+    claimed.update(chip_claimed)
     # targets.toml's settings reach each task through config_changed, not as a file
     claimed.add(release.path.relative_to(release.root).as_posix())
-    shared = tuple(f for f in git.files if f not in claimed)
+    shared = tuple(f for f in files if f not in claimed)
     the_index = index_tag(project.app_type, project.version, dirty=git.dirty)
     release_prefix = f"{project.name}/{the_index}/"
     steps = []
@@ -168,7 +174,7 @@ def expand(release: Release, git: GitState) -> Plan:
             target=target,
             build_dir=build_dir,
             log=build_dir / "build.log",
-            sources=tuple(sorted(set(shared) | set(own))),
+            sources=tuple(sorted(set(shared) | set(own) | set(chip_files.get(target.name, ())))),
             build_receipt=RECEIPTS / f"build-{target.name}.json",
             app_receipt=RECEIPTS / f"app-{target.name}.json",
             image_receipt=RECEIPTS / f"image-{target.name}.json",
@@ -191,6 +197,10 @@ def expand(release: Release, git: GitState) -> Plan:
         *((c.tag, (app_type, ("channel", c.name))) for c in channels)])
     if problems:
         raise ConfigError(problems)
+    warnings = [] if len(shared) <= MANY_SOURCES else [
+        f"{release.path.name}: every target depends on {len(shared)} files in "
+        f"'{app_dir}' (most in {_biggest(shared, app_dir)}); leave out what is no source "
+        "with [project] exclude = [...] (gitignore patterns), or a narrower app_dir"]
     return Plan(
         release=release,
         git=git,
@@ -201,7 +211,50 @@ def expand(release: Release, git: GitState) -> Plan:
         push_index_receipt=RECEIPTS / "push-index.json",
         release_prefix=release_prefix,
         channels=channels,
+        warnings=tuple(warnings),
     )
+
+
+#: A source set bigger than this is most likely not all sources: warn (issue: a venv).
+MANY_SOURCES: Final = 5000
+
+
+def _included(patterns: tuple[str, ...], app_dir: PurePosixPath,
+              files: tuple[str, ...]) -> tuple[str, ...]:
+    """``files`` without those ``[project] exclude`` matches (relative to the app dir)."""
+    if not patterns:
+        return files
+    import pathspec  # only with patterns: the no-op budget
+
+    spec = pathspec.GitIgnoreSpec.from_lines(patterns)
+    inside = "" if app_dir.as_posix() == "." else app_dir.as_posix() + "/"
+    return tuple(f for f in files if not spec.match_file(f.removeprefix(inside)))
+
+
+def _chip_defaults(release: Release, files: set[str]) -> tuple[dict[str, list[str]], set[str]]:
+    """With the ``idf`` builder: target name -> its ``<defaults>.<chip>`` files in the app
+    (ESP-IDF applies ``F.<chip>`` by itself for each SDKCONFIG_DEFAULTS file ``F``,
+    ``sdkconfig.defaults`` when none), and every such file of any chip: no other target's."""
+    if release.builder.kind != "idf":
+        return {}, set()
+    app_dir = release.project.app_dir
+    names: dict[str, tuple[str, ...]] = {
+        t.name: (release.builder.sdkconfig_defaults + t.sdkconfig_defaults)
+        or ("sdkconfig.defaults",) for t in release.targets}
+    every = {path for defaults in names.values() for name in defaults for chip in KNOWN_CHIPS
+             if (path := _under(app_dir, f"{name}.{chip}")) in files}
+    mine = {t.name: [p for name in names[t.name]
+                     if (p := _under(app_dir, f"{name}.{t.chip}")) in files]
+            for t in release.targets}
+    return mine, every
+
+
+def _biggest(files: tuple[str, ...], app_dir: PurePosixPath) -> str:
+    """The three directories (first level under the app dir) holding the most files."""
+    inside = "" if app_dir.as_posix() == "." else app_dir.as_posix() + "/"
+    counts = Counter(f.removeprefix(inside).split("/", 1)[0] + "/" for f in files
+                     if "/" in f.removeprefix(inside))
+    return ", ".join(f"{d} ({n})" for d, n in counts.most_common(3)) or "the app's top level"
 
 
 Parts = tuple[tuple[str, str], ...]

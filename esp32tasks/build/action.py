@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from esp32tasks import bundle
 from esp32tasks.build import builders, firmware
 from esp32tasks.build.runner import run
 from esp32tasks.config import Release
@@ -89,6 +90,12 @@ def build(release: Release, step: Step) -> None:
     app = next(a for a in artifacts if a.kind == "app")
     info = firmware.read_app(root / app.path, chip=step.target.chip,
                              version=release.project.version, label=app.path)
+    # the first flash: every part at its offset, in one image (esptool merge-bin)
+    factory = bundle.merge(build_dir, build_dir / builders.FLASHER_ARGS,
+                           build_dir / bundle.factory_name(release.project.name))
+    artifacts += (Artifact(kind="factory", name=factory.path.name,
+                           path=_rel(release, factory.path), size=factory.size,
+                           sha256=factory.sha256),)
     # Two receipts: the image depends on the app alone, the upload on everything.
     write(root / step.app_receipt, AppReceipt(
         target=step.name, chip=step.target.chip, app=app,

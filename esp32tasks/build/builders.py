@@ -167,9 +167,9 @@ def discover(build_dir: Path, app_dir: Path, label: str) -> list[Artifact]:
     found.append(("flasher-args", build_dir / FLASHER_ARGS, True))
     sdkconfig = build_dir / config_file
     if sdkconfig.is_file():
-        csv = _custom_partition_csv(sdkconfig)
+        csv, required = _partition_csv(sdkconfig, app_dir)
         if csv:
-            add("partitions-csv", csv, required=True, source="sdkconfig", base=app_dir)
+            add("partitions-csv", csv, required=required, source="sdkconfig", base=app_dir)
 
     artifacts = []
     for kind, path, required in found:
@@ -201,16 +201,22 @@ def _contract(build_dir: Path, name: str, label: str) -> dict[str, Any]:
     return data
 
 
-def _custom_partition_csv(sdkconfig: Path) -> str | None:
-    """The custom partition table CSV an sdkconfig names, if any."""
+def _partition_csv(sdkconfig: Path, app_dir: Path) -> tuple[str | None, bool]:
+    """The partition table CSV of the app an sdkconfig names, and whether it must exist:
+    the custom table's (``CONFIG_PARTITION_TABLE_CUSTOM_FILENAME``), else
+    ``CONFIG_PARTITION_TABLE_FILENAME`` when it names a file in the app (a built-in table's
+    CSV lives in ESP-IDF, not in the app)."""
     values = {}
     for line in sdkconfig.read_text(errors="replace").splitlines():
         key, sep, value = line.partition("=")
         if sep and key.startswith("CONFIG_PARTITION_TABLE_"):
             values[key] = value.strip().strip('"')
-    if values.get("CONFIG_PARTITION_TABLE_CUSTOM") != "y":
-        return None
-    return values.get("CONFIG_PARTITION_TABLE_CUSTOM_FILENAME") or None
+    if values.get("CONFIG_PARTITION_TABLE_CUSTOM") == "y":
+        return values.get("CONFIG_PARTITION_TABLE_CUSTOM_FILENAME") or None, True
+    named = values.get("CONFIG_PARTITION_TABLE_FILENAME")
+    if named and (app_dir / named).is_file():
+        return named, False
+    return None, False
 
 
 def _shown(path: Path, build_dir: Path, label: str) -> str:

@@ -14,11 +14,13 @@ and takes any revision.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
+from esp32tasks import bundle
 from esp32tasks.errors import PublishError, StoreReleaseConflict
 from esp32tasks.files import remove, write_atomic
 from esp32tasks.plan import RECEIPTS, Plan
@@ -170,6 +172,11 @@ def document(plan: Plan, inputs: Inputs, publisher_name: str = "") -> dict[str, 
     }
     if project.source:
         result["project"]["source"] = project.source
+    web = web_document(plan, inputs)
+    if web is not None:
+        data = encode(web)
+        result["web_manifest"] = {"path": bundle.WEB_MANIFEST, "size": len(data),
+                                  "sha256": hashlib.sha256(data).hexdigest()}
     if publisher_name:
         result["published_by"] = publisher_name
     if inputs.pushed_index is not None:
@@ -178,6 +185,24 @@ def document(plan: Plan, inputs: Inputs, publisher_name: str = "") -> dict[str, 
                               "index": {"tag": pushed_index.tag,
                                         "digest": pushed_index.digest}}
     return result
+
+
+def web_document(plan: Plan, inputs: Inputs) -> dict[str, Any] | None:
+    """ESP Web Tools' manifest.json for every target with a factory image (the first of
+    each chip family), beside release.json; None when there is none."""
+    builds = []
+    for step in plan.steps:
+        factory = next((a for a in inputs.targets[step.name].built.artifacts
+                        if a.kind == "factory"), None)
+        if factory is not None:
+            key = step.store_prefix + factory.name
+            builds.append(bundle.WebBuild(target=step.name, chip=step.target.chip,
+                                          path=key.removeprefix(plan.release_prefix)))
+    kept, _ = bundle.web_builds(builds)
+    if not kept:
+        return None
+    project = plan.release.project
+    return bundle.web_manifest(project.name, project.version, kept)
 
 
 def encode(doc: Mapping[str, Any]) -> bytes:
@@ -285,16 +310,22 @@ def publish(plan: Plan, pushed: bool) -> None:
     root = plan.release.root
     remove(root / RECEIPT)
     try:
-        data = encode(document(plan, read_inputs(plan, pushed=pushed),
-                               publisher(plan)))
+        inputs = read_inputs(plan, pushed=pushed)
+        data = encode(document(plan, inputs, publisher(plan)))
     except _Mismatch as exc:
         remove(root / exc.stale)  # so that the advice holds: its task runs again first
         raise
     store = open_store(plan.release.store, root)
     key = manifest_key(plan)
-    if not guards(plan):
-        store.put_bytes(key, data)  # a local directory compares its own copy
-    elif plan.release.store.force or check_release(store, plan, force=False) != data:
-        # we may overwrite whatever is there, or have just read other bytes there: no HEAD
-        store.put_bytes(key, data, check=False)
+    web = web_document(plan, inputs)
+    if guards(plan) and not plan.release.store.force:
+        current = check_release(store, plan, force=False)  # before anything is written
+        if current == data:
+            write_atomic(root / RECEIPT, data)
+            return
+    if web is not None:  # before release.json, which names it
+        store.put_bytes(plan.release_prefix + bundle.WEB_MANIFEST, encode(web))
+    # a local directory compares its own copy; in S3, we have just read other bytes there
+    # (or may overwrite whatever is there): no HEAD
+    store.put_bytes(key, data, check=not guards(plan))
     write_atomic(root / RECEIPT, data)

@@ -19,7 +19,7 @@ from typing import Any
 
 from doit.tools import config_changed
 
-from esp32tasks import images, plan
+from esp32tasks import bundle, images, plan, summary
 from esp32tasks.build import action as build_action
 from esp32tasks.build import builders
 from esp32tasks.config import RegistryConfig
@@ -289,7 +289,8 @@ def manifest_task(s: Session) -> Task:
     pushed = s.release.registry is not None  # push receipts go in, too
     clean = [Action(remove, root / manifest.RECEIPT)]
     if not store.is_s3:  # a remote store is never ours to clean
-        clean.append(Action(remove, root / store.url / manifest.manifest_key(p)))
+        clean.append(Action(remove, root / store.url / manifest.manifest_key(p),
+                            root / store.url / p.release_prefix / bundle.WEB_MANIFEST))
     return _task({
         "doc": f"{manifest.MANIFEST_NAME} to {store.url}/{p.release_prefix}",
         "actions": [Action(manifest.publish, p, pushed)],
@@ -334,6 +335,7 @@ def release_task(s: Session, doc: str | None) -> Task:
     return {
         "doc": doc,
         "actions": None,
+        "clean": [Action(remove, s.release.root / summary.FILE)],
         "task_dep": ["index", *(f"upload:{step.name}" for step in s.plan.steps),
                      *_publish_deps(s), "manifest",
                      *(f"channel:{c.name}" for c in s.plan.channels)],

@@ -86,7 +86,10 @@ def current() -> Session:
     with generating():
         check_doit_config(sys.modules.values())
         cli = {name: _text(get_var(name)) for name in config.CLI_PARAMETERS}
-        return open_session(Path.cwd(), os.environ, cli, state=_state_file())
+        session = open_session(Path.cwd(), os.environ, cli, state=_state_file())
+        for warning in session.plan.warnings:
+            sys.stderr.write(f"warning: {warning}\n")
+        return session
 
 
 def _state_file() -> Path | None:

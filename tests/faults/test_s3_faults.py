@@ -175,6 +175,6 @@ def test_wrong_sha256_metadata_is_sent_again(
     run = doit_bounded(built, "release", timeout=60)
     assert run.code == 0, run.output
     puts = [s.path for s in s3_faults.requests() if s.method == "PUT"]
-    assert len([p for p in puts if "/esp32c3/artifacts/" in p]) == 9, puts
+    assert len([p for p in puts if "/esp32c3/artifacts/" in p]) == 10, puts
     assert not [p for p in puts if p.endswith(MANIFEST)]  # the same release.json
     assert_converges(built, s3=s3_server, bucket=bucket)

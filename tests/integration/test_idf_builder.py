@@ -105,7 +105,7 @@ def test_idf_builder_arguments_and_outputs(idf_repo: Repo) -> None:
     # outputs found through the contract files, although IDF's paths are absolute
     kinds = {a.kind for a in receipt(idf_repo, "build-esp32c3", BuildReceipt).artifacts}
     assert kinds == {"app", "bootloader", "partition-table", "otadata", "elf", "map",
-                     "sdkconfig", "flasher-args", "partitions-csv"}
+                     "sdkconfig", "flasher-args", "partitions-csv", "factory"}
     assert idf_repo.doit("release").executed == []
 
 
@@ -119,6 +119,18 @@ def test_per_target_sdkconfig_defaults_rebuild_only_their_target(idf_repo: Repo)
     idf_repo.commit("everyone's greeting")
     builds = [t for t in idf_repo.doit("release").executed if t.startswith("build:")]
     assert sorted(builds) == ["build:esp32c3", "build:esp32c6"]
+
+
+def test_a_chips_own_sdkconfig_defaults_need_no_listing(idf_repo: Repo) -> None:
+    """ESP-IDF applies sdkconfig.defaults.<chip> by itself: with the idf builder it is a
+    file of that chip's targets, and no other target rebuilds when it changes."""
+    idf_repo.edit("targets.toml", 'sdkconfig_defaults = ["sdkconfig.defaults.esp32c6"]\n', "")
+    idf_repo.commit("ESP-IDF finds the chip's defaults itself")
+    idf_repo.doit("release")
+    idf_repo.edit("examples/hello/sdkconfig.defaults.esp32c6", "Hello from", "Hi from")
+    idf_repo.commit("c6 greeting")
+    builds = [t for t in idf_repo.doit("release").executed if t.startswith("build:")]
+    assert builds == ["build:esp32c6"]
 
 
 def test_idf_py_not_installed(idf_repo: Repo) -> None:

@@ -142,7 +142,7 @@ def test_verify_reads_every_object_back_from_a_local_store(repo: Repo) -> None:
     repo.doit("release")
     ok = repo.doit("verify")
     for target in TARGETS:
-        assert f"  {target}: ok (9 objects)" in ok.stdout.splitlines()
+        assert f"  {target}: ok (10 objects)" in ok.stdout.splitlines()
 
     copy = repo.path / STORE / "esp32c6/artifacts/hello.map"
     flip_a_byte(copy)
@@ -152,7 +152,7 @@ def test_verify_reads_every_object_back_from_a_local_store(repo: Repo) -> None:
     assert report[0] == f"error: verify: {repo.path / STORE} differs from this release:"
     c6 = next(line for line in report if line.startswith("  esp32c6: "))
     assert c6.startswith("  esp32c6: hello.map has other bytes (sha256 ")
-    assert "  esp32c3: ok (9 objects)" in report
+    assert "  esp32c3: ok (10 objects)" in report
     assert "  release.json: ok" in report
     follow_advice(repo, bad.stderr)
     assert (repo.path / STORE / "esp32c6/artifacts/hello.map").read_bytes() == \
@@ -188,7 +188,7 @@ def test_s3_objects_with_other_bytes_under_our_metadata_are_found_and_sent_again
 
     # `doit verify`: every object read back and named when it differs
     ok = repo.doit("verify")
-    assert "  esp32h2: ok (9 objects)" in ok.stdout.splitlines()
+    assert "  esp32h2: ok (10 objects)" in ok.stdout.splitlines()
     other = f"{RELEASE}esp32h2/artifacts/hello.elf"
     overwrite(other)
     bad = repo.doit("verify", check=False)
@@ -199,7 +199,7 @@ def test_s3_objects_with_other_bytes_under_our_metadata_are_found_and_sent_again
     assert h2.startswith("  esp32h2: hello.elf has other bytes (sha256 "
                          f"{hashlib.sha256(b'not what we built').hexdigest()[:12]}…, "
                          "release.json says "), h2
-    assert "  esp32c6: ok (9 objects)" in report
+    assert "  esp32c6: ok (10 objects)" in report
     follow_advice(repo, bad.stderr)
     check_bucket(s3_server, repo, bucket)
     repo.doit("verify")
@@ -212,7 +212,7 @@ def test_verify_with_a_registry_reads_both_back_and_each_advice_sends_it_again(
     where = f"{registry.host}/cloud-iot/hello:hello-1.0.0"
     ok = repo.doit("verify").stdout.splitlines()
     assert f"{where}: esp32c3 ok, esp32c6 ok, esp32h2 ok" in ok
-    assert "  esp32c3: ok (9 objects)" in ok
+    assert "  esp32c3: ok (10 objects)" in ok
 
     c3 = receipt(repo, "image-esp32c3", ImageReceipt)
     registry.delete_blob(c3.layer.digest)  # garbage collection, a wiped disk

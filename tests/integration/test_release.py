@@ -59,7 +59,8 @@ def test_cold_release_then_noop(repo: Repo) -> None:
         artifacts = repo.path / f"build/store/hello/hello-1.0.0/{target}/artifacts"
         assert sorted(p.name for p in artifacts.iterdir()) == sorted([
             "hello.bin", "bootloader.bin", "partition-table.bin", "ota_data_initial.bin",
-            "sdkconfig", "partitions.csv", "flasher_args.json", "hello.elf", "hello.map"])
+            "sdkconfig", "partitions.csv", "flasher_args.json", "hello.elf", "hello.map",
+            "hello-factory.bin"])
         assert (artifacts / "hello.bin").read_bytes() == \
             (repo.path / f"build/{target}/hello.bin").read_bytes()
 

@@ -29,6 +29,7 @@ from tests.support.repo import TARGETS, Repo, receipt
 from tests.support.s3_release import (
     MANIFEST,
     RELEASE,
+    WEB_MANIFEST,
     check_bucket,
     check_manifest,
     expected_objects,
@@ -62,18 +63,21 @@ def test_release_uploads_everything_then_a_noop_sends_no_request(
     assert cold.executed[-1] == "manifest"  # written last
     check_bucket(s3_server, repo, bucket)
     puts = s3_proxy.writes()
-    assert sorted(r.key for r in puts) == sorted([*expected_objects(repo), MANIFEST])
+    assert sorted(r.key for r in puts) == sorted([*expected_objects(repo), MANIFEST,
+                                                  WEB_MANIFEST])
     assert all(r.method == "PUT" and r.status == 200 for r in puts)
     # nothing known yet: per object a HEAD and a PUT; once per run, before the first
-    # upload, a GET of release.json (is this version released from another commit?); the
-    # manifest: GET (the same check, again, just before it writes) and PUT, no HEAD
+    # upload, the preflight's GET of release.json (is this version released from another
+    # commit?); the manifest: GET (the same check, again, just before it writes), ESP Web
+    # Tools' manifest.json (HEAD, PUT), then release.json's PUT, no HEAD
     sent = s3_proxy.snapshot()
     objects = sorted(expected_objects(repo))
-    assert [(r.method, r.key) for r in sent[:1] + sent[-2:]] == \
-        [("GET", MANIFEST), ("GET", MANIFEST), ("PUT", MANIFEST)]
-    assert sorted((r.method, r.key) for r in sent[1:-2]) == \
+    assert [(r.method, r.key) for r in sent[:1] + sent[-4:]] == \
+        [("GET", MANIFEST), ("GET", MANIFEST), ("HEAD", WEB_MANIFEST), ("PUT", WEB_MANIFEST),
+         ("PUT", MANIFEST)]
+    assert sorted((r.method, r.key) for r in sent[1:-4]) == \
         sorted([*(("HEAD", k) for k in objects), *(("PUT", k) for k in objects)])
-    assert methods(sent) == {"GET": 1 + 1, "HEAD": 27, "PUT": 27 + 1}
+    assert methods(sent) == {"GET": 1 + 1, "HEAD": 30 + 1, "PUT": 30 + 2}
 
     s3_proxy.clear()
     noop = repo.doit("release")
@@ -116,15 +120,16 @@ def test_one_target_change_writes_only_its_changed_objects_and_the_manifest(
     assert all("/esp32c6/" in k for k in changed)
     # the last upload receipt says what the bucket holds: no request for an unchanged
     # object, no HEAD before a changed one; the release check once (the preflight's),
-    # the manifest GET + PUT
+    # the manifest GET + PUT (and a HEAD of the web manifest, which holds the same bytes)
     key = dirty + "release.json"
+    web = dirty + "manifest.json"
     sent = [(r.method, r.key) for r in s3_proxy.snapshot()]
     assert sent[0] == ("GET", key)
-    assert sorted(sent[1:-2]) == sorted(("PUT", k) for k in changed)
-    assert sent[-2:] == [("GET", key), ("PUT", key)]
+    assert sorted(sent[1:-3]) == sorted(("PUT", k) for k in changed)
+    assert sent[-3:] == [("GET", key), ("HEAD", web), ("PUT", key)]
     s3 = s3_server.client()
     listed = {o["Key"]: o["ETag"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
-    assert set(listed) == {*after, key}
+    assert set(listed) == {*after, key, web}
     for name, sha in after.items():
         body = s3.get_object(Bucket=bucket, Key=name)["Body"].read()
         assert hashlib.sha256(body).hexdigest() == sha, name
@@ -170,8 +175,8 @@ def test_a_version_released_from_another_commit_is_not_overwritten_unless_forced
     # ran, so its receipt still says what the bucket holds: only esp32c6's changed
     # objects go, without a HEAD; release.json is sent without one.
     sent = [(r.method, r.key) for r in s3_proxy.snapshot()]
-    assert sorted(sent[:-1]) == sorted(("PUT", k) for k in changed)
-    assert sent[-1] == ("PUT", MANIFEST)
+    assert sorted(sent[:-2]) == sorted(("PUT", k) for k in changed)
+    assert sent[-2:] == [("HEAD", WEB_MANIFEST), ("PUT", MANIFEST)]
     check_bucket(s3_server, repo, bucket)
 
 
@@ -273,7 +278,7 @@ def test_killed_mid_upload_then_rerun_sends_only_what_is_missing(
         puts = itertools.count(1)
 
         def kill_on_the_14th_put(method: str, path: str) -> None:
-            # esp32c3's 9 objects, then the 5th of esp32c6 (sent 8 at a time): a crash in
+            # a target's 10 objects, then the 4th of the next (sent 8 at a time): a crash in
             # the middle of a target
             if method == "PUT" and next(puts) == 14:
                 server.kill()
@@ -296,7 +301,7 @@ def test_killed_mid_upload_then_rerun_sends_only_what_is_missing(
         assert MANIFEST not in present
         receipts = repo.path / "build/receipts"
         done = [t for t in TARGETS if (receipts / f"upload-{t}.json").exists()]
-        assert len(done) == 1  # 9 objects each: one target, then the 5th of the next
+        assert len(done) == 1  # 10 objects each: one target, then the 4th of the next
         for target in done:
             assert {k for k in expected_objects(repo) if f"/{target}/" in k} <= present
         hit = {k for k in expected_objects(repo) if f"/{crashed_in}/" in k}
@@ -307,7 +312,8 @@ def test_killed_mid_upload_then_rerun_sends_only_what_is_missing(
         assert {*(f"upload:{t}" for t in TARGETS if t not in done), "manifest"} <= \
             set(rerun.executed)
         missing = set(expected_objects(repo)) - present
-        assert sorted(r.key for r in proxy.writes()) == sorted([*missing, MANIFEST])
+        assert sorted(r.key for r in proxy.writes()) == sorted([*missing, MANIFEST,
+                                                                WEB_MANIFEST])
         check_bucket(server, repo, bucket)
 
         # nothing changed: the release succeeds with the server stopped

@@ -5,6 +5,7 @@ Shared by tests/integration/test_s3_release.py and test_s3_timing.py.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -14,14 +15,17 @@ from esp32tasks.receipts import BuildReceipt, ImageReceipt, IndexReceipt
 from tests.servers.s3 import ADMIN, Credentials, Seaweed
 from tests.support.repo import TARGETS, Repo, receipt
 
-__all__ = ["ARTIFACTS", "MANIFEST", "PREFIX", "RELEASE", "check_bucket", "check_manifest",
+__all__ = ["ARTIFACTS", "MANIFEST", "PREFIX", "RELEASE", "WEB_MANIFEST", "check_bucket",
+           "check_manifest",
            "expected_objects", "new_bucket", "use_s3"]
 
 ARTIFACTS = {"hello.bin", "bootloader.bin", "partition-table.bin", "ota_data_initial.bin",
+             "hello-factory.bin",
              "sdkconfig", "partitions.csv", "flasher_args.json", "hello.elf", "hello.map"}
 PREFIX = "nbfc-assets/github/iot"
 RELEASE = f"{PREFIX}/hello/hello-1.0.0/"
 MANIFEST = RELEASE + "release.json"
+WEB_MANIFEST = RELEASE + "manifest.json"  # ESP Web Tools
 
 _buckets = itertools.count()
 
@@ -53,7 +57,7 @@ def check_bucket(server: Seaweed, repo: Repo, bucket: str) -> dict[str, Any]:
     listed = {o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
               for o in page.get("Contents", [])}
     expected = expected_objects(repo)
-    assert listed == {*expected, MANIFEST}
+    assert listed == {*expected, MANIFEST, WEB_MANIFEST}
     for target in TARGETS:
         for artifact in receipt(repo, f"build-{target}", BuildReceipt).artifacts:
             key = f"{RELEASE}{target}/artifacts/{artifact.name}"
@@ -62,6 +66,11 @@ def check_bucket(server: Seaweed, repo: Repo, bucket: str) -> dict[str, Any]:
             assert obj["Metadata"] == {"sha256": artifact.sha256}
     manifest = json.loads(s3.get_object(Bucket=bucket, Key=MANIFEST)["Body"].read())
     check_manifest(repo, manifest)
+    web = s3.get_object(Bucket=bucket, Key=WEB_MANIFEST)["Body"].read()
+    assert manifest["web_manifest"] == {"path": "manifest.json", "size": len(web),
+                                        "sha256": hashlib.sha256(web).hexdigest()}
+    assert [b["parts"] for b in json.loads(web)["builds"]] == [
+        [{"path": f"{t}/artifacts/hello-factory.bin", "offset": 0}] for t in TARGETS]
     return manifest  # type: ignore[no-any-return]
 
 

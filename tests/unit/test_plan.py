@@ -17,6 +17,7 @@ from esp32tasks.plan import (
     RECEIPTS,
     RESERVED,
     STATE_FILE,
+    Plan,
     expand,
     image_tag,
     index_tag,
@@ -213,3 +214,47 @@ def test_every_plan_problem_in_one_pass(tmp_path: Path) -> None:
         "targets.toml: store.url: 'build/oci' is in build/, which esp32tasks owns; use "
         '"build/store" (the default) or a directory outside build/ (e.g. "dist")',
     ]
+
+
+# -- sources that match the app (issue 10) --------------------------------------------------
+
+def _plan_with(tmp_path: Path, text: str, files: tuple[str, ...]) -> Plan:
+    (tmp_path / "app").mkdir(exist_ok=True)
+    for name in ("sdk.c6", "sdk.r8"):
+        (tmp_path / "app" / name).write_text("x")
+    git = GitState(revision=GIT.revision, dirty=False, commit_time=GIT.commit_time, files=files)
+    return expand(parse(text, tmp_path / "targets.toml"), git)
+
+
+def test_exclude_leaves_gitignore_matches_out_of_every_source_set(tmp_path: Path) -> None:
+    text = PLAN_TOML.replace('app_dir = "app"',
+                             'app_dir = "app"\nexclude = [".venv/", "*.md", "!keep.md"]')
+    plan = _plan_with(tmp_path, text, (
+        "app/main.c", "app/README.md", "app/keep.md", "app/.venv/lib/x.py", "app/sdk.c6",
+        "app/sdk.r8"))
+    assert plan.steps[0].sources == ("app/keep.md", "app/main.c", "app/sdk.c6")
+
+
+def test_with_idf_a_chips_sdkconfig_defaults_are_that_chips_alone(tmp_path: Path) -> None:
+    text = PLAN_TOML.replace('kind = "command"\ncommand = ["make"]', 'kind = "idf"')
+    plan = _plan_with(tmp_path, text, (
+        "app/main.c", "app/sdkconfig.defaults", "app/sdkconfig.defaults.esp32c6",
+        "app/sdkconfig.defaults.esp32s3", "app/sdk.r8.esp32s3", "app/sdk.c6", "app/sdk.r8"))
+    c6, r8 = plan.steps
+    assert c6.sources == ("app/main.c", "app/sdk.c6", "app/sdkconfig.defaults",
+                          "app/sdkconfig.defaults.esp32c6")
+    # esp32s3r8 lists sdk.r8 as its defaults: ESP-IDF then applies sdk.r8.esp32s3, and not
+    # sdkconfig.defaults.esp32s3, which is nobody's here (esp32c6 applies only its own)
+    assert r8.sources == ("app/main.c", "app/sdk.r8", "app/sdk.r8.esp32s3",
+                          "app/sdkconfig.defaults")
+
+
+def test_a_source_set_over_5000_files_is_warned_about_once(tmp_path: Path) -> None:
+    files = tuple(f"app/.venv/lib/{i}.py" for i in range(4990)) + tuple(
+        f"app/docs/{i}.md" for i in range(20)) + ("app/main.c", "app/sdk.c6", "app/sdk.r8")
+    plan = _plan_with(tmp_path, PLAN_TOML, files)
+    assert plan.warnings == (
+        "targets.toml: every target depends on 5011 files in 'app' (most in .venv/ (4990), "
+        "docs/ (20)); leave out what is no source with [project] exclude = [...] (gitignore "
+        "patterns), or a narrower app_dir",)
+    assert _plan_with(tmp_path, PLAN_TOML, files[4000:]).warnings == ()

@@ -441,6 +441,14 @@ def test_no_custom_partition_csv(tmp_path: Path, sdkconfig: str) -> None:
     assert "partitions-csv" not in [kind for kind, _ in found(tmp_path, out)]
 
 
+def test_a_partition_csv_the_filename_names_in_the_app_is_an_artifact(tmp_path: Path) -> None:
+    out = build_dir(tmp_path, sdkconfig='# CONFIG_PARTITION_TABLE_CUSTOM is not set\n'
+                                        'CONFIG_PARTITION_TABLE_FILENAME="parts.csv"\n')
+    assert "partitions-csv" not in [kind for kind, _ in found(tmp_path, out)]  # ESP-IDF's
+    (tmp_path / "app" / "parts.csv").write_text("nvs, data, nvs, 0x9000, 0x6000\n")
+    assert ("partitions-csv", "app/parts.csv") in found(tmp_path, out)
+
+
 def test_the_sdkconfig_is_found_through_config_file(tmp_path: Path) -> None:
     out = build_dir(tmp_path, description={**DESCRIPTION, "config_file": "config/sdkconfig"},
                     files=("hello.bin", "bootloader/bootloader.bin",
