@@ -23,7 +23,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Final, Literal, TypeVar, cast, get_args
 
+from esp32tasks import secureboot
 from esp32tasks.errors import ConfigError
+from esp32tasks.secureboot import Scheme
 from esp32tasks.version import GIT, TAG_PATTERN, from_describe
 from esp32tasks.version import parse as parse_version
 
@@ -127,6 +129,8 @@ class Project:
     """Publish an uncommitted tree, under names that end in ``-dirty``."""
     exclude: tuple[str, ...] = ()
     """gitignore-style patterns, relative to ``app_dir``, of files that are no source."""
+    publish_unsigned: bool = False
+    """With ``[[keys]]``: publish the unsigned variant too (by default only signed ones)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -156,6 +160,37 @@ class Target:
     def own_files(self) -> tuple[str, ...]:
         """Files only this target depends on (relative to the app dir)."""
         return tuple(dict.fromkeys(self.files + self.sdkconfig_defaults))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Key:
+    """A ``[[keys]]`` entry: how one Secure Boot key signs. Holds where the private key is,
+    never the key itself (that is read when a ``sign`` task runs)."""
+
+    name: str
+    """The tag, index and task part: ``[a-z][a-z0-9]*``, not ``dirty``."""
+    scheme: Scheme
+    where: str
+    """``keys[0] in targets.toml``: for messages."""
+    private_key_env: str | None = None
+    """A variable holding the PEM."""
+    private_key_file: Path | None = None
+    """An absolute path outside the repository."""
+    sign_command: tuple[str, ...] = ()
+    """An external signer: the digest on stdin, the signature on stdout."""
+    public_key: PurePosixPath | None = None
+    """Root-relative, committed; required with ``sign_command``."""
+    targets: tuple[str, ...] = ()
+    """The targets it signs; empty: every target."""
+
+    @property
+    def private_key_place(self) -> str:
+        """Where the private key is looked for, for messages (never its content)."""
+        if self.private_key_env is not None:
+            return f"the variable {self.private_key_env}"
+        if self.private_key_file is not None:
+            return f"the file {self.private_key_file}"
+        return "the sign_command " + " ".join(self.sign_command[:1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +254,8 @@ class Release:
     targets: tuple[Target, ...]
     registry: RegistryConfig | None = None
     store: StoreConfig = field(default_factory=StoreConfig)
+    keys: tuple[Key, ...] = ()
+    """Secure Boot keys: each signs its targets into a variant of the release."""
     actor: str = ""
     """Who runs the release, where the CI says (``GITHUB_ACTOR``, ``GITLAB_USER_LOGIN``)."""
     step_summary: str = ""
@@ -243,11 +280,18 @@ VARIABLES: Final = (
     "ESP32TASKS_FORCE_CHANNEL",       # [project] force_channel
 )
 #: ``doit release <name>=<value>`` parameters; each beats its variable.
+#: What a ``sign_command`` gets in its environment (set by us, never read: README.md,
+#: "Secure Boot signing").
+SIGNER_VARIABLES: Final = ("ESP32TASKS_SIGN_KEY", "ESP32TASKS_SIGN_SCHEME",
+                           "ESP32TASKS_SIGN_DIGEST", "ESP32TASKS_SIGN_TARGET")
+
 CLI_PARAMETERS: Final = ("registry", "version", "channel")
 #: A channel's name: ``<app_type>-<channel>`` is a moving index tag.
 _CHANNEL = re.compile(r"[a-z][a-z0-9]*")
 #: Names a channel cannot take (``-dirty`` marks an uncommitted tree's names).
 RESERVED_CHANNELS: Final = frozenset({"dirty"})
+#: Not key names: ``dirty`` ends names already, ``unsigned`` names the variant without one.
+RESERVED_KEYS: Final = frozenset({"dirty", "unsigned"})
 _TRUE: Final = ("1", "true", "yes", "on")
 _FALSE: Final = ("0", "false", "no", "off")
 
@@ -451,18 +495,131 @@ class _Reader:
     # -- sections -----------------------------------------------------------------
 
     def release(self, data: dict[str, Any]) -> Release | None:
-        self.keys(data, "", ("project", "builder", "targets", "registry", "store"))
+        self.keys(data, "", ("project", "builder", "targets", "registry", "store", "keys"))
         project = self.project(data)
         builder = self.builder(data)
         targets = self.targets(data, project)
         registry = self.registry(data)
         store = self.store(data)
+        keys = self.signing_keys(data, targets)
         if project is not None:
             self.inside_repository(project, builder, targets, store)
         if project is None or builder is None or self.problems:
             return None
         return Release(path=self.path, project=project, builder=builder, targets=targets,
-                       registry=registry, store=store)
+                       registry=registry, store=store, keys=keys)
+
+    def signing_keys(self, data: dict[str, Any], targets: tuple[Target, ...]) -> \
+            tuple[Key, ...]:
+        """``[[keys]]``: each one's private key in exactly one place, and every target it
+        signs on a chip that verifies its scheme (ESP-IDF's table, :mod:`secureboot`)."""
+        raw = data.get("keys", _MISSING)
+        if raw is _MISSING:
+            return ()
+        if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+            self.fail("keys", "expected an array of tables ([[keys]])")
+            return ()
+        by_name = {t.name: t for t in targets}
+        seen: dict[str, int] = {}
+        found = [self.signing_key(index, item, by_name, seen) for index, item in enumerate(raw)]
+        return tuple(key for key in found if key is not None)
+
+    def signing_key(self, index: int, item: dict[str, Any], targets: Mapping[str, Target],
+                    seen: dict[str, int]) -> Key | None:
+        where = f"keys[{index}]"
+        self.keys(item, where, ("name", "scheme", "private_key_env", "private_key_file",
+                                "sign_command", "public_key", "targets"))
+        name = self.key_name(item, index, seen)
+        scheme = self.get(item, "scheme", where, str, required=True)
+        env = self.get(item, "private_key_env", where, str)
+        file = self.get(item, "private_key_file", where, str)
+        command = self.strings(item, "sign_command", where)
+        if scheme is not None and scheme not in secureboot.SCHEMES:
+            self.fail(f"{where}.scheme", f"unknown scheme '{scheme}'; use one of "
+                      f"{', '.join(secureboot.SCHEMES)}")
+            scheme = None
+        places = [k for k, v in (("private_key_env", env), ("private_key_file", file),
+                                 ("sign_command", command)) if v]
+        if len(places) != 1:
+            self.fail(where, "set exactly one of private_key_env, private_key_file and "
+                      f"sign_command (found {', '.join(places) or 'none'})")
+        if env is not None and not _ENV_NAME.fullmatch(env):
+            self.fail(f"{where}.private_key_env", f"'{env}' is not a variable name")
+        key_file = None if file is None else self.outside(f"{where}.private_key_file", file)
+        self.no_nul(command, f"{where}.sign_command")
+        public = self.public_key(item, where, required=bool(command))
+        signs = self.strings(item, "targets", where)
+        for signed in signs:
+            if signed not in targets:
+                self.fail(f"{where}.targets", f"'{signed}' is no target in "
+                          f"{self.path.name} (targets: {', '.join(targets)})")
+        if name is None or scheme is None:
+            return None
+        for target in [targets[t] for t in signs if t in targets] or targets.values():
+            if scheme not in secureboot.accepted(target.chip):
+                self.fail(f"{where}.scheme", f"key '{name}' ({scheme}) cannot sign target "
+                          f"'{target.name}': chip {target.chip} verifies "
+                          f"{' or '.join(secureboot.accepted(target.chip)) or 'no scheme'}; "
+                          f"use a key of that scheme, or list the targets it signs in "
+                          f"{where}.targets")
+        return Key(name=name, scheme=cast("Scheme", scheme), where=f"{where} in {self.path.name}",
+                   private_key_env=env, private_key_file=key_file, sign_command=command,
+                   public_key=public, targets=tuple(dict.fromkeys(signs)))
+
+    def key_name(self, item: dict[str, Any], index: int, seen: dict[str, int]) -> str | None:
+        where = f"keys[{index}]"
+        name = self.get(item, "name", where, str, required=True)
+        if name is None:
+            return None
+        if not _CHANNEL.fullmatch(name) or name in RESERVED_KEYS:
+            self.fail(f"{where}.name", f"'{name}' is not a key name; use a lower-case letter "
+                      "then letters and digits ([a-z][a-z0-9]*), not 'dirty' or 'unsigned'")
+            return None
+        if name in seen:
+            self.fail(f"{where}.name", f"duplicate key '{name}' (also keys[{seen[name]}]); "
+                      "give each key a unique name")
+            return None
+        seen[name] = index
+        return name
+
+    def public_key(self, item: dict[str, Any], where: str, *, required: bool) -> \
+            PurePosixPath | None:
+        """A key's committed public PEM, inside the repository."""
+        public = self.get(item, "public_key", where, str)
+        if public is None:
+            if required:
+                self.fail(f"{where}.public_key", "missing; a sign_command needs the public "
+                          "key it signs for, committed (e.g. keys/prod.pub.pem)")
+            return None
+        if not _is_relative_inside(public):
+            self.fail(f"{where}.public_key", f"'{public}' must be a relative path inside the "
+                      "repository (the committed public key)")
+            return None
+        path = self.resolved(f"{where}.public_key", public, PurePosixPath(public),
+                             "commit the public key inside the repository")
+        if path is not None and not (self.path.parent / path).is_file():
+            self.fail(f"{where}.public_key", f"file '{public}' does not exist; commit the "
+                      "key's public PEM there (espsecure extract-public-key writes it)")
+            return None
+        return path
+
+    def outside(self, key: str, name: str) -> Path | None:
+        """A secret's file: absolute, and outside the repository (never committed, never
+        under our build/)."""
+        path = Path(name)
+        if not path.is_absolute():
+            self.fail(key, f"'{name}' must be an absolute path outside the repository (a "
+                      "private key never lives in it, e.g. /run/secrets/prod.pem)")
+            return None
+        try:
+            real, top = path.resolve(), self.path.parent.resolve()
+        except (OSError, RuntimeError, ValueError):
+            return path
+        if real.is_relative_to(top):
+            self.fail(key, f"'{name}' is inside the repository; keep private keys outside it "
+                      "(e.g. /run/secrets/prod.pem) or use private_key_env")
+            return None
+        return path
 
     def inside_repository(self, project: Project, builder: Builder | None,
                           targets: tuple[Target, ...], store: StoreConfig) -> None:
@@ -482,7 +639,8 @@ class _Reader:
     def project(self, data: dict[str, Any]) -> Project | None:
         table = self.table(data, "project", "", ("name", "app_type", "version", "app_dir",
                                                   "source", "channels", "force_channel",
-                                                  "allow_dirty", "exclude"))
+                                                  "allow_dirty", "exclude",
+                                                  "publish_unsigned"))
         if table is None:
             self.fail("project", "missing; add a [project] table with name, app_type, version")
             return None
@@ -505,6 +663,7 @@ class _Reader:
         force_channel = bool(self.get(table, "force_channel", "project", bool, False))
         exclude = self.checked(table, "exclude", _pattern_problem)
         allow_dirty = bool(self.get(table, "allow_dirty", "project", bool, False))
+        publish_unsigned = bool(self.get(table, "publish_unsigned", "project", bool, False))
         app_path: PurePosixPath | None = None
         if app_dir is not None:
             if not _is_relative_inside(app_dir, allow_dot=True):
@@ -523,7 +682,7 @@ class _Reader:
         return Project(name=name, app_type=app_type, version=version, app_dir=app_path,
                        source=source, channels=tuple(dict.fromkeys(channels)),
                        force_channel=force_channel, allow_dirty=allow_dirty,
-                       exclude=exclude)
+                       exclude=exclude, publish_unsigned=publish_unsigned)
 
     def builder(self, data: dict[str, Any]) -> Builder | None:
         table = self.table(data, "builder", "", ("kind", "command", "env", "sdkconfig_defaults",

@@ -15,6 +15,7 @@ __all__ = [
     "RegistryError",
     "RegistryUnreachable",
     "ReleaseRefused",
+    "SignError",
     "StaleReceipt",
     "StateError",
     "StoreAuthError",
@@ -60,6 +61,11 @@ class BuildError(Esp32TasksError):
 
 class FirmwareError(Esp32TasksError):
     """An app image is corrupt or does not match its target."""
+
+
+class SignError(Esp32TasksError):
+    """A Secure Boot key cannot be read or does not sign: the message names the key and
+    where it looked, never the key's bytes."""
 
 
 class PublishError(Esp32TasksError):
