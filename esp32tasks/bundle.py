@@ -69,8 +69,11 @@ class WebBuild:
             raise ValueError(f"WebBuild.path must be a relative POSIX path: {self.path!r}")
 
 
-def merge(build_dir: Path, flasher_args: Path, out: Path) -> MergedImage:
-    """Merge the files ``flasher_args`` lists (relative to ``build_dir``) into ``out``.
+def merge(build_dir: Path, flasher_args: Path, out: Path,
+          instead: Mapping[str, Path] | None = None) -> MergedImage:
+    """Merge the files ``flasher_args`` lists (relative to ``build_dir``) into ``out``;
+    ``instead`` maps a listed name to the file to use in its place (a signed app or
+    bootloader).
 
     The flash settings are passed on, so the bootloader header holds what ``idf.py flash``
     would write. ``out`` is replaced atomically.
@@ -78,14 +81,14 @@ def merge(build_dir: Path, flasher_args: Path, out: Path) -> MergedImage:
     import subprocess  # only when a build runs: never on a no-op
     import tempfile
 
-    chip, settings, parts = _read_flasher_args(build_dir, flasher_args)
+    chip, settings, parts = _read_flasher_args(build_dir, flasher_args, instead or {})
     with tempfile.TemporaryDirectory(prefix="esp32tasks-merge-") as tmp:
         merged = Path(tmp) / out.name
         argv = [sys.executable, "-m", "esptool", "--chip", chip, "merge-bin", "-o", str(merged)]
         for key in _SETTINGS:
             argv += ["--" + key.replace("_", "-"), settings[key]]
         for offset, name in parts:
-            argv += [f"{offset:#x}", str(build_dir / name)]
+            argv += [f"{offset:#x}", str(_file(build_dir, name, instead or {}))]
         proc = subprocess.run(argv, capture_output=True, text=True, errors="replace",
                               stdin=subprocess.DEVNULL, check=False)
         if proc.returncode != 0:
@@ -144,8 +147,12 @@ def web_builds(builds: Sequence[WebBuild]) -> tuple[list[WebBuild], list[str]]:
     return kept, left
 
 
-def _read_flasher_args(build_dir: Path, path: Path) -> tuple[str, dict[str, str],
-                                                            tuple[tuple[int, str], ...]]:
+def _file(build_dir: Path, name: str, instead: Mapping[str, Path]) -> Path:
+    return instead.get(name) or build_dir / name
+
+
+def _read_flasher_args(build_dir: Path, path: Path, instead: Mapping[str, Path]) -> \
+        tuple[str, dict[str, str], tuple[tuple[int, str], ...]]:
     """The chip, flash settings and parts (by offset) of ESP-IDF's ``flasher_args.json``."""
     def bad(problem: str) -> BuildError:
         return BuildError(f"{path}: {problem}; build the target again (doit build), or fix "
@@ -186,7 +193,7 @@ def _read_flasher_args(build_dir: Path, path: Path) -> tuple[str, dict[str, str]
     parts.sort()
     end, previous = 0, ""
     for offset, name in parts:
-        file = build_dir / name
+        file = _file(build_dir, name, instead)
         if not file.is_file():
             raise BuildError(f"{file} is missing, but {path} lists it at {offset:#x}; build "
                              "the target again (doit build)")

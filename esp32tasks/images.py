@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from esp32tasks import oci
 from esp32tasks.errors import PublishError
 from esp32tasks.files import remove
-from esp32tasks.plan import Plan, Step, index_annotations
+from esp32tasks.plan import Plan, Step, Variant, index_annotations
 
 if TYPE_CHECKING:
     from esp32tasks.receipts import Descriptor
@@ -39,8 +39,9 @@ def artifact_changed(root: Path, step: Step, path: str) -> PublishError:
     made, from which the build learns which outputs to make anew.
     """
     remove(root / step.app_receipt)
+    first = f"build:{step.name}" if step.key is None else f"sign:{step.name}"
     return PublishError(f"{path} changed after its build; run `doit release` again: "
-                        f"build:{step.name} runs first")
+                        f"{first} runs first")
 
 
 def _raw(path: Path) -> Any:
@@ -72,13 +73,13 @@ def image_present(plan: Plan, step: Step) -> bool:
         return False
 
 
-def index_present(plan: Plan) -> bool:
+def index_present(plan: Plan, variant: Variant) -> bool:
     """``uptodate`` of ``index``: the index blob is in the layout at its size and its tag
     points at it."""
     root = plan.release.root
     layout = oci.Layout(root / plan.oci_dir)
     try:
-        receipt = _raw(root / plan.index_receipt)
+        receipt = _raw(root / variant.index_receipt)
         tagged = layout.resolve(receipt["tag"])
         return _present(str(layout.root / "blobs"), receipt["index"]) and tagged is not None \
             and tagged.get("digest") == receipt["index"]["digest"]
@@ -128,37 +129,38 @@ def tag(plan: Plan, step: Step) -> None:
         # Same firmware, new tag (a new commit): point the tag at the image we have.
         manifest = oci.Blob(oci.MANIFEST_MEDIA_TYPE, layout.read_blob(previous.manifest.digest))
         layout.tag(step.tag, manifest, slot=f"image:{step.name}")
-        write(receipt_path, ImageReceipt(target=step.name, tag=step.tag,
+        write(receipt_path, ImageReceipt(target=step.target.name, tag=step.tag,
                                          manifest=previous.manifest, config=previous.config,
                                          layer=previous.layer, firmware=firmware))
         return
     data = (root / app.path).read_bytes()
     if oci.Blob("", data).digest != "sha256:" + app.sha256:
         raise artifact_changed(root, step, app.path)
-    image = oci.firmware_image(target=step.name, app_name=app.name, firmware=data,
+    image = oci.firmware_image(target=step.target.name, app_name=app.name, firmware=data,
                                annotations={"dev.esp32tasks.chip": step.target.chip})
     for blob in (*image.blobs, image.manifest):
         _write(layout, blob)
     layout.tag(step.tag, image.manifest, slot=f"image:{step.name}")
     write(receipt_path, ImageReceipt(
-        target=step.name, tag=step.tag, manifest=_descriptor(image.manifest),
+        target=step.target.name, tag=step.tag, manifest=_descriptor(image.manifest),
         config=_descriptor(image.config), layer=_descriptor(image.layer), firmware=firmware))
 
 
-def index(plan: Plan) -> None:
-    """The image index of every target, tagged ``<app_type>-<version>`` in the layout."""
+def index(plan: Plan, variant: Variant) -> None:
+    """The image index of every target of ``variant``, tagged
+    ``<app_type>-<version>[-<key>]`` in the layout."""
     from esp32tasks.receipts import Child, ImageReceipt, IndexReceipt, load, write
 
     root = plan.release.root
-    remove(root / plan.index_receipt)
+    remove(root / variant.index_receipt)
     images = [load(root / s.image_receipt, ImageReceipt, s.image_receipt.as_posix())
-              for s in plan.steps]
+              for s in variant.steps]
     blob = oci.image_index([(i.target, i.manifest.digest, i.manifest.size) for i in images],
-                           index_annotations(plan))
+                           index_annotations(plan, variant))
     layout = oci.Layout(root / plan.oci_dir)
     _write(layout, blob)
-    layout.tag(plan.index_tag, blob, slot="index")
-    write(root / plan.index_receipt, IndexReceipt(
-        tag=plan.index_tag, index=_descriptor(blob),
+    layout.tag(variant.index_tag, blob, slot=variant.index_task)
+    write(root / variant.index_receipt, IndexReceipt(
+        tag=variant.index_tag, index=_descriptor(blob),
         targets=tuple(sorted((Child(target=i.target, tag=i.tag, digest=i.manifest.digest)
                               for i in images), key=lambda c: c.target))))

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Final
 
-from esp32tasks.config import DEFAULT_STORE, KNOWN_CHIPS, MAX_TAG_LENGTH, Release, Target
+from esp32tasks import secureboot
+from esp32tasks.config import DEFAULT_STORE, KNOWN_CHIPS, MAX_TAG_LENGTH, Key, Release, Target
 from esp32tasks.errors import ConfigError
 from esp32tasks.gitinfo import GitState
 from esp32tasks.version import Version
@@ -27,6 +28,7 @@ __all__ = [
     "Channel",
     "Plan",
     "Step",
+    "Variant",
     "channel_tag",
     "expand",
     "image_tag",
@@ -58,26 +60,43 @@ DIRTY: Final = "-dirty"
 TAG: Final = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
 
 
-def image_tag(target: str, app_type: str, version: str, git: GitState) -> str:
-    """``<target>-<app_type>-<version>-<sha7>``, with ``-dirty`` for uncommitted changes."""
-    tag = f"{target}-{app_type}-{version}-{git.short}"
+def image_tag(target: str, app_type: str, version: str, git: GitState,
+              key: str | None = None) -> str:
+    """``<target>-<app_type>-<version>[-<key>]-<sha7>``, with ``-dirty`` for uncommitted
+    changes."""
+    tag = f"{target}-{app_type}-{version}{_key_part(key)}-{git.short}"
     return f"{tag}{DIRTY}" if git.dirty else tag
 
 
-def index_tag(app_type: str, version: str, *, dirty: bool = False) -> str:
-    """``<app_type>-<version>``: the released version; a dirty tree's ends in ``-dirty``."""
-    return f"{app_type}-{version}{DIRTY if dirty else ''}"
+def index_tag(app_type: str, version: str, *, dirty: bool = False,
+              key: str | None = None) -> str:
+    """``<app_type>-<version>[-<key>]``: the released version; a dirty tree's ends in
+    ``-dirty``."""
+    return f"{app_type}-{version}{_key_part(key)}{DIRTY if dirty else ''}"
 
 
-def channel_tag(app_type: str, channel: str) -> str:
-    return f"{app_type}-{channel}"
+def channel_tag(app_type: str, channel: str, key: str | None = None) -> str:
+    return f"{app_type}-{channel}{_key_part(key)}"
+
+
+def _key_part(key: str | None) -> str:
+    return "" if key is None else f"-{key}"
+
+
+#: Between a target (or channel) name and a key in task and receipt names: never part of a
+#: target name (``[a-z0-9][a-z0-9._-]*``), so ``esp32c3@prod`` is no target's.
+AT: Final = "@"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Step:
-    """One target: where its build goes, what it depends on, and every name it publishes."""
+    """One target in one variant: where its build goes, what it depends on, and every name
+    it publishes. An unsigned step's inputs are its build's receipts; a signed step's are
+    those its ``sign:<target>@<key>`` task writes, of the same kinds."""
 
     target: Target
+    key: Key | None = None
+    """The key this step's images are signed with (None: the unsigned build itself)."""
     build_dir: PurePosixPath
     log: PurePosixPath
     sources: tuple[str, ...]
@@ -93,9 +112,49 @@ class Step:
     store_prefix: str
     """``<project>/<app_type>-<version>[-dirty]/<target>/artifacts/``."""
 
+    signed_dir: PurePosixPath | None = None
+    """``build/<target>@<key>/``: the signed app and bootloader (a signed step's)."""
+
+    @property
+    def signing(self) -> tuple[Key, PurePosixPath]:
+        """A signed step's key and directory (a ValueError for an unsigned step: a bug)."""
+        if self.key is None or self.signed_dir is None:
+            raise ValueError(f"{self.name} is not a signed step")
+        return self.key, self.signed_dir
+
     @property
     def name(self) -> str:
-        return self.target.name
+        """The task name's part: ``<target>`` or ``<target>@<key>``."""
+        return self.target.name if self.key is None else f"{self.target.name}{AT}{self.key.name}"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Variant:
+    """What one key publishes (or the unsigned build): an image per target it signs, one
+    index, its channels, its place in the store."""
+
+    key: Key | None
+    steps: tuple[Step, ...]
+    index_tag: str
+    index_receipt: PurePosixPath
+    push_index_receipt: PurePosixPath
+    prefix: str
+    """``<project>/<app_type>-<version>[-<key>][-dirty]/``: its artifacts' directory."""
+    channels: tuple[Channel, ...] = ()
+    """The channels this run moves for it, after its index is pushed."""
+
+    @property
+    def suffix(self) -> str:
+        """``""`` or ``@<key>``: what task names of this variant end in."""
+        return "" if self.key is None else f"{AT}{self.key.name}"
+
+    @property
+    def index_task(self) -> str:
+        return f"index{self.suffix}"
+
+    @property
+    def push_index_task(self) -> str:
+        return f"push-index{self.suffix}"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -103,14 +162,13 @@ class Plan:
     release: Release
     git: GitState
     steps: tuple[Step, ...]
+    """The builds: one unsigned step per target (every variant is made from these)."""
+    variants: tuple[Variant, ...]
+    """What is published: the unsigned variant (without keys, or with publish_unsigned),
+    then one per key."""
     oci_dir: PurePosixPath
-    index_tag: str
-    index_receipt: PurePosixPath
-    push_index_receipt: PurePosixPath
     release_prefix: str
     """``<project>/<app_type>-<version>[-dirty]/``: where the release manifest goes."""
-    channels: tuple[Channel, ...] = ()
-    """The channels this run moves, after the index is pushed."""
     warnings: tuple[str, ...] = ()
     """What the user should know but that stops nothing (printed once per run)."""
 
@@ -128,15 +186,42 @@ class Plan:
         """A version git describe counted from a tag: unique per commit."""
         return self.version.snapshot
 
+    @property
+    def signed(self) -> tuple[Step, ...]:
+        """Every signed step (one ``sign`` task each)."""
+        return tuple(s for v in self.variants if v.key is not None for s in v.steps)
+
+    @property
+    def published(self) -> tuple[Step, ...]:
+        """Every step of every variant: one ``tag``, ``upload`` and ``push`` task each."""
+        return tuple(s for v in self.variants for s in v.steps)
+
+    @property
+    def channels(self) -> tuple[Channel, ...]:
+        return tuple(c for v in self.variants for c in v.channels)
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Channel:
-    """A moving name: the index tag ``<app_type>-<channel>`` and the store's pointer."""
+    """A moving name: the index tag ``<app_type>-<channel>[-<key>]`` and the store's
+    pointer."""
 
     name: str
     tag: str
     pointer_key: str
-    """``<project>/channels/<app_type>-<channel>.json``."""
+    """``<project>/channels/<app_type>-<channel>[-<key>].json``."""
+    key: str | None = None
+
+    @property
+    def task(self) -> str:
+        """``<channel>`` or ``<channel>@<key>``: the ``channel:`` task's name."""
+        return self.name if self.key is None else f"{self.name}{AT}{self.key}"
+
+
+def channel(project_name: str, app_type: str, name: str, key: str | None = None) -> Channel:
+    tag = channel_tag(app_type, name, key)
+    return Channel(name=name, tag=tag, pointer_key=f"{project_name}/channels/{tag}.json",
+                   key=key)
 
 
 def expand(release: Release, git: GitState) -> Plan:
@@ -186,32 +271,80 @@ def expand(release: Release, git: GitState) -> Plan:
     problems += _store_in_build(release)
     # a dirty tree is never promoted: channels asked for stay (the preflight refuses them),
     # the defaults of targets.toml are left out
-    channels = () if git.dirty and not project.channels_source else tuple(
-        Channel(name=c, tag=channel_tag(project.app_type, c),
-                pointer_key=f"{project.name}/channels/{channel_tag(project.app_type, c)}.json")
-        for c in project.channels)
+    names = () if git.dirty and not project.channels_source else project.channels
+    variants = []
+    if not release.keys or project.publish_unsigned:
+        variants.append(_variant(release, git, None, tuple(steps), names))
+    for key in release.keys:
+        signs = key.targets or tuple(t.name for t in release.targets)
+        variants.append(_variant(release, git, key, tuple(
+            _signed(release, git, key, step) for step in steps if step.name in signs), names))
     app_type, version = ("app_type", project.app_type), ("version", project.version)
-    problems += _tag_problems(release, [
-        *((s.tag, (("target name", s.name), app_type, version)) for s in steps),
-        (the_index, (app_type, version)),
-        *((c.tag, (app_type, ("channel", c.name))) for c in channels)])
+    tags: list[tuple[str, Parts]] = []
+    for variant in variants:
+        key_part = () if variant.key is None else (("key name", variant.key.name),)
+        tags += [(s.tag, (("target name", s.target.name), app_type, version, *key_part))
+                 for s in variant.steps]
+        tags.append((variant.index_tag, (app_type, version, *key_part)))
+        tags += [(c.tag, (app_type, ("channel", c.name), *key_part)) for c in variant.channels]
+    problems += _tag_problems(release, tags)
     if problems:
         raise ConfigError(problems)
     warnings = [] if len(shared) <= MANY_SOURCES else [
         f"{release.path.name}: every target depends on {len(shared)} files in "
         f"'{app_dir}' (most in {_biggest(shared, app_dir)}); leave out what is no source "
         "with [project] exclude = [...] (gitignore patterns), or a narrower app_dir"]
+    warnings += dict.fromkeys(
+        f"{signer.where}: {found}" for variant in variants
+        if (signer := variant.key) is not None for step in variant.steps
+        if (found := secureboot.warning(step.target.chip, signer.scheme)) is not None)
     return Plan(
         release=release,
         git=git,
         steps=tuple(steps),
+        variants=tuple(variants),
         oci_dir=OCI_DIR,
-        index_tag=the_index,
-        index_receipt=RECEIPTS / "index.json",
-        push_index_receipt=RECEIPTS / "push-index.json",
         release_prefix=release_prefix,
-        channels=channels,
         warnings=tuple(warnings),
+    )
+
+
+def _variant(release: Release, git: GitState, key: Key | None, steps: tuple[Step, ...],
+             channels: tuple[str, ...]) -> Variant:
+    project = release.project
+    name = None if key is None else key.name
+    tag = index_tag(project.app_type, project.version, dirty=git.dirty, key=name)
+    at = "" if key is None else f"{AT}{key.name}"
+    return Variant(
+        key=key,
+        steps=steps,
+        index_tag=tag,
+        index_receipt=RECEIPTS / f"index{at}.json",
+        push_index_receipt=RECEIPTS / f"push-index{at}.json",
+        prefix=f"{project.name}/{tag}/",
+        channels=tuple(channel(project.name, project.app_type, c, name) for c in channels),
+    )
+
+
+def _signed(release: Release, git: GitState, key: Key, step: Step) -> Step:
+    """``step``'s target signed with ``key``: its receipts are the sign task's."""
+    project = release.project
+    name = f"{step.target.name}{AT}{key.name}"
+    tag = index_tag(project.app_type, project.version, dirty=git.dirty, key=key.name)
+    return Step(
+        target=step.target,
+        key=key,
+        build_dir=step.build_dir,
+        log=step.log,
+        sources=step.sources,
+        build_receipt=RECEIPTS / f"build-{name}.json",
+        app_receipt=RECEIPTS / f"app-{name}.json",
+        image_receipt=RECEIPTS / f"image-{name}.json",
+        upload_receipt=RECEIPTS / f"upload-{name}.json",
+        push_receipt=RECEIPTS / f"push-{name}.json",
+        tag=image_tag(step.target.name, project.app_type, project.version, git, key.name),
+        store_prefix=f"{project.name}/{tag}/{step.target.name}/artifacts/",
+        signed_dir=BUILD_DIR / name,
     )
 
 
@@ -314,7 +447,7 @@ def _store_in_build(release: Release) -> list[str]:
             '(e.g. "dist")']
 
 
-def index_annotations(plan: Plan) -> dict[str, str]:
+def index_annotations(plan: Plan, variant: Variant) -> dict[str, str]:
     """Per-commit facts live on the index, so per-target manifests stay content-only."""
     project = plan.release.project
     annotations = {
@@ -328,4 +461,7 @@ def index_annotations(plan: Plan) -> dict[str, str]:
         annotations["org.opencontainers.image.source"] = project.source
     if plan.git.dirty:
         annotations["dev.esp32tasks.dirty"] = "true"
+    if variant.key is not None:
+        annotations["dev.esp32tasks.key"] = variant.key.name
+        annotations["dev.esp32tasks.key-scheme"] = variant.key.scheme
     return annotations

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from esp32tasks.files import write_atomic
-from esp32tasks.plan import BUILD_DIR, Plan
+from esp32tasks.plan import BUILD_DIR, Plan, Variant
 
 __all__ = ["FILE", "FORMAT", "collect", "markdown", "nothing_changed", "text", "write"]
 
@@ -52,7 +52,7 @@ def digests(plan: Plan) -> dict[str, str | None]:
     """Each target's image digest now (read before the run, to see what changed)."""
     root = plan.release.root
     found: dict[str, str | None] = {}
-    for step in plan.steps:
+    for step in plan.published:
         image = _load(root / step.image_receipt)
         digest = image.get("manifest", {}).get("digest") if image else None
         found[step.name] = digest if isinstance(digest, str) else None
@@ -65,7 +65,7 @@ def collect(plan: Plan, before: Mapping[str, str | None], ran: set[str],
     actions ran, ``sent`` the bytes each publishing task sent."""
     root = plan.release.root
     targets = []
-    for step in plan.steps:
+    for step in plan.published:
         image = _load(root / step.image_receipt) or {}
         app = _load(root / step.app_receipt) or {}
         digest = image.get("manifest", {}).get("digest")
@@ -77,8 +77,7 @@ def collect(plan: Plan, before: Mapping[str, str | None], ran: set[str],
             "changed": digest is not None and digest != before.get(step.name),
             "sent": sent.get(f"push:{step.name}", 0) + sent.get(f"upload:{step.name}", 0),
         })
-    index = _load(root / plan.index_receipt) or {}
-    index_digest = index.get("index", {}).get("digest")
+    indexes = [_index(plan, variant) for variant in plan.variants]
     store = plan.release.store
     return {
         "format": FORMAT,
@@ -86,13 +85,19 @@ def collect(plan: Plan, before: Mapping[str, str | None], ran: set[str],
         "snapshot": plan.snapshot,
         "dirty": plan.git.dirty,
         "revision": plan.git.revision,
-        "index": {"tag": plan.index_tag, "digest": index_digest,
-                  "reference": reference(plan, plan.index_tag)},
+        "index": indexes[0],
+        "indexes": indexes,
         "targets": targets,
-        "channels": [c.name for c in plan.channels if f"channel:{c.name}" in ran],
+        "channels": [c.task for c in plan.channels if f"channel:{c.task}" in ran],
         "store": f"{store.url.rstrip('/')}/{plan.release_prefix}",
         "sent": sum(sent.values()),
     }
+
+
+def _index(plan: Plan, variant: Variant) -> dict[str, Any]:
+    index = _load(plan.release.root / variant.index_receipt) or {}
+    return {"tag": variant.index_tag, "digest": index.get("index", {}).get("digest"),
+            "reference": reference(plan, variant.index_tag)}
 
 
 def _size(n: int | None) -> str:
@@ -117,8 +122,8 @@ _HEADER: Final = ["target", "tag", "digest", "app", "firmware", "sent"]
 
 
 def _footer(summary: Mapping[str, Any]) -> list[str]:
-    index = summary["index"]
-    lines = [f"index: {index['reference']} ({_short(index['digest'])})"]
+    lines = [f"index: {index['reference']} ({_short(index['digest'])})"
+             for index in summary["indexes"]]
     if summary["channels"]:
         lines.append("channels moved: " + ", ".join(summary["channels"]))
     lines.append(f"store: {summary['store']}")
@@ -145,9 +150,9 @@ def markdown(summary: Mapping[str, Any]) -> str:
 
 def nothing_changed(plan: Plan) -> str:
     """A no-op's one line: what a device pulls, as it stands (reads one receipt)."""
-    index = _load(plan.release.root / plan.index_receipt) or {}
-    digest = index.get("index", {}).get("digest")
-    return f"nothing changed: {reference(plan, plan.index_tag)} ({_short(digest)})\n"
+    return "nothing changed: " + ", ".join(
+        f"{index['reference']} ({_short(index['digest'])})"
+        for index in (_index(plan, v) for v in plan.variants)) + "\n"
 
 
 def write(plan: Plan, summary: Mapping[str, Any], step_summary: str) -> None:

@@ -75,8 +75,10 @@ def build_env(release: Release, target: Target,
     """The build's environment: ours minus secrets, plus the config's and the reference's."""
     base = os.environ if base is None else base
     passed = set(release.builder.pass_env + target.pass_env)
-    env = {k: v for k, v in base.items()
-           if k in passed or not (k.startswith(SECRET_PREFIXES) or k in SECRET_NAMES)}
+    # a signing key's variable never reaches a build, pass_env or not
+    keys = {k.private_key_env for k in release.keys if k.private_key_env is not None}
+    env = {k: v for k, v in base.items() if k not in keys and
+           (k in passed or not (k.startswith(SECRET_PREFIXES) or k in SECRET_NAMES))}
     # programs installed beside us (esptool, python3 of this venv) come first
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env.update(release.builder.env)

@@ -35,7 +35,7 @@ from esp32tasks import oci
 from esp32tasks.config import RegistryConfig
 from esp32tasks.errors import PublishError, RegistryError, ReleaseRefused
 from esp32tasks.files import remove
-from esp32tasks.plan import Plan, Step
+from esp32tasks.plan import Plan, Step, Variant
 from esp32tasks.registry.client import BlobsMissing, Client, shared
 
 if TYPE_CHECKING:
@@ -196,20 +196,21 @@ def push_image(plan: Plan, step: Step, config: RegistryConfig) -> dict[str, int]
     return {"sent": client.sent - before}
 
 
-def push_index(plan: Plan, config: RegistryConfig) -> dict[str, int]:
-    """``push-index``: the index under ``<app_type>-<version>``, after every child."""
+def push_index(plan: Plan, variant: Variant, config: RegistryConfig) -> dict[str, int]:
+    """``push-index``: the index under ``<app_type>-<version>[-<key>]``, after every
+    child."""
     from esp32tasks.receipts import IndexReceipt, PushIndexReceipt, PushReceipt, load, write
 
     root = plan.release.root
-    receipt = root / plan.push_index_receipt
+    receipt = root / variant.push_index_receipt
     remove(receipt)
     check_clean(plan, config, "the index")
-    index = load(root / plan.index_receipt, IndexReceipt, plan.index_receipt.as_posix())
-    for step in plan.steps:  # file_dep guarantees them; a hand-deleted one is caught here
+    index = load(root / variant.index_receipt, IndexReceipt, variant.index_receipt.as_posix())
+    for step in variant.steps:  # file_dep guarantees them; a hand-deleted one is caught here
         pushed = load(root / step.push_receipt, PushReceipt, step.push_receipt.as_posix())
-        child = index.child(step.name)
+        child = index.child(step.target.name)
         if child is None or pushed.digest != child.digest:
-            raise PublishError(f"{step.push_receipt} does not match {plan.index_receipt}; "
+            raise PublishError(f"{step.push_receipt} does not match {variant.index_receipt}; "
                                "run `doit release` again")
     tag, digest = index.tag, index.index.digest
     client = shared(config, root)
@@ -244,8 +245,10 @@ def preflight(plan: Plan, config: RegistryConfig) -> None:
 
     root = plan.release.root
     check_clean(plan, config, "images")
-    index = load(root / plan.index_receipt, IndexReceipt, plan.index_receipt.as_posix())
-    _index_tag_target(shared(config, root), index.tag, index.index.digest)
+    for variant in plan.variants:
+        index = load(root / variant.index_receipt, IndexReceipt,
+                     variant.index_receipt.as_posix())
+        _index_tag_target(shared(config, root), index.tag, index.index.digest)
 
 
 def _released(index: bytes) -> str | None:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from esp32tasks.config import RegistryConfig
 from esp32tasks.errors import ConfigError, PublishError, VerifyFailed
-from esp32tasks.plan import Plan
+from esp32tasks.plan import Plan, Variant
 from esp32tasks.registry.client import Client
 
 if TYPE_CHECKING:
@@ -44,9 +45,14 @@ def firmware_in_layer(layer: bytes) -> tuple[str, bytes] | None:
     return None
 
 
+#: A check of the app a device would flash: a problem, or None (e.g. its signature).
+AppCheck = Callable[[bytes], "str | None"]
+
+
 def check_target(client: Client, index: dict[str, Any], target: str,
-                 image: ImageReceipt) -> list[str]:
-    """Problems for one target (empty when the registry serves exactly our image)."""
+                 image: ImageReceipt, check: AppCheck | None = None) -> list[str]:
+    """Problems for one target (empty when the registry serves exactly our image, and
+    ``check`` finds nothing wrong with the app in it)."""
     import tarfile
 
     matches = [d for d in index.get("manifests", [])
@@ -79,35 +85,57 @@ def check_target(client: Client, index: dict[str, Any], target: str,
         found = firmware_in_layer(blob)
     except (OSError, tarfile.TarError, EOFError) as exc:
         return [*problems, f"layer {layers[0]['digest']} is not a gzip tar ({exc})"]
-    expected = image.firmware
     if found is None:
-        problems.append("the layer holds no file whose path contains 'firmware'")
-    else:
-        name, firmware = found
-        if name != f"firmware/{expected.name}":
-            problems.append(f"the consumer would flash {name}, not firmware/{expected.name}")
-        if hashlib.sha256(firmware).hexdigest() != expected.sha256:
-            problems.append(f"{name} differs from the local {expected.name} "
-                            f"(sha256 {hashlib.sha256(firmware).hexdigest()[:12]}…, "
-                            f"local {expected.sha256[:12]}…)")
-    return problems
+        return [*problems, "the layer holds no file whose path contains 'firmware'"]
+    return problems + _firmware_problems(*found, image, check)
 
 
-def verify(plan: Plan, config: RegistryConfig | None) -> None:
-    """``doit verify``: one line per target, :class:`VerifyFailed` on any difference."""
-    from esp32tasks.receipts import ImageReceipt, IndexReceipt, load
+def _firmware_problems(name: str, firmware: bytes, image: ImageReceipt,
+                       check: AppCheck | None) -> list[str]:
+    """What is wrong with the file the consumer would flash."""
+    expected = image.firmware
+    problems = []
+    if name != f"firmware/{expected.name}":
+        problems.append(f"the consumer would flash {name}, not firmware/{expected.name}")
+    if hashlib.sha256(firmware).hexdigest() != expected.sha256:
+        problems.append(f"{name} differs from the local {expected.name} "
+                        f"(sha256 {hashlib.sha256(firmware).hexdigest()[:12]}…, "
+                        f"local {expected.sha256[:12]}…)")
+    found = None if check is None else check(firmware)
+    return problems if found is None else [*problems, found]
 
+
+def verify(plan: Plan, config: RegistryConfig | None,
+           checks: Mapping[str, AppCheck] | None = None) -> None:
+    """``doit verify``: one line per target of each variant, :class:`VerifyFailed` on any
+    difference; ``checks`` (by key name) check each signed app as a device would."""
     if config is None:
         raise ConfigError(["no registry configured: add [registry] repository = "
                            '"host/path" to targets.toml, or set ESP32TASKS_REGISTRY'])
+    client = Client(config, plan.release.root, push=False)
+    failures: list[str] = []
+    for variant in plan.variants:
+        check = None if variant.key is None else (checks or {}).get(variant.key.name)
+        try:
+            _verify_variant(plan, variant, config, client, check)
+        except VerifyFailed as exc:
+            failures.append(str(exc))
+    if failures:
+        raise VerifyFailed("\n".join(failures))
+
+
+def _verify_variant(plan: Plan, variant: Variant, config: RegistryConfig, client: Client,
+                    check: AppCheck | None) -> None:
+    from esp32tasks.receipts import ImageReceipt, IndexReceipt, load
+
     root = plan.release.root
-    receipt = load(root / plan.index_receipt, IndexReceipt, plan.index_receipt.as_posix())
-    client = Client(config, root, push=False)
+    receipt = load(root / variant.index_receipt, IndexReceipt,
+                   variant.index_receipt.as_posix())
     where = f"{config.repository}:{receipt.tag}"
     report: list[str] = []
     index_digest = client.manifest_digest(receipt.tag)
     if index_digest is None:
-        if (root / plan.push_index_receipt).exists():  # pushed, and gone since
+        if (root / variant.push_index_receipt).exists():  # pushed, and gone since
             raise VerifyFailed(f"{where} does not exist; run {PUSH_AGAIN} to push it again")
         raise VerifyFailed(f"{where} does not exist; run `doit release` to push it")
     if index_digest != receipt.index.digest:
@@ -116,10 +144,10 @@ def verify(plan: Plan, config: RegistryConfig | None) -> None:
     _, data = client.get_manifest(index_digest)
     index = json.loads(data)
     failed = bool(report)
-    for step in plan.steps:
+    for step in variant.steps:
         image = load(root / step.image_receipt, ImageReceipt, step.image_receipt.as_posix())
         try:
-            problems = check_target(client, index, step.name, image)
+            problems = check_target(client, index, step.target.name, image, check)
         except PublishError as exc:
             problems = [str(exc)]
         failed = failed or bool(problems)
@@ -128,4 +156,5 @@ def verify(plan: Plan, config: RegistryConfig | None) -> None:
         raise VerifyFailed(f"{where} differs from this build:\n" + "\n".join(
             "  " + line for line in report) + f"\n  to push this build again: {PUSH_AGAIN} "
             "(a released tag moves only with ESP32TASKS_FORCE=1)")
-    print(f"{where}: " + ", ".join(f"{s.name} ok" for s in plan.steps))
+    signed = "" if variant.key is None else f" (signature by key {variant.key.name} ok)"
+    print(f"{where}: " + ", ".join(f"{s.name} ok" for s in variant.steps) + signed)

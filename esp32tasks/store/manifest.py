@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 from collections.abc import Mapping
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 from esp32tasks import bundle
 from esp32tasks.errors import PublishError, StoreReleaseConflict
 from esp32tasks.files import remove, write_atomic
-from esp32tasks.plan import RECEIPTS, Plan
+from esp32tasks.plan import RECEIPTS, Plan, Variant
 from esp32tasks.runcache import per_run
 from esp32tasks.store import Store, open_store
 
@@ -67,11 +68,12 @@ def manifest_key(plan: Plan) -> str:
 
 def inputs(plan: Plan, *, pushed: bool) -> list[PurePosixPath]:
     """The receipts the manifest is made of (the task's ``file_dep``)."""
-    files = [r for s in plan.steps for r in (s.build_receipt, s.upload_receipt,
-                                             s.image_receipt)]
-    files.append(plan.index_receipt)
+    files = [r for s in plan.published for r in (s.build_receipt, s.upload_receipt,
+                                                 s.image_receipt)]
+    files += [v.index_receipt for v in plan.variants]
     if pushed:
-        files += [s.push_receipt for s in plan.steps] + [plan.push_index_receipt]
+        files += [s.push_receipt for s in plan.published]
+        files += [v.push_index_receipt for v in plan.variants]
     return files
 
 
@@ -83,11 +85,12 @@ class TargetInputs(NamedTuple):
 
 
 class Inputs(NamedTuple):
-    """Every receipt the manifest is made of, by target."""
+    """Every receipt the manifest is made of, by step name (``<target>[@<key>]``) and by
+    variant (its index task's name)."""
 
     targets: Mapping[str, TargetInputs]
-    local_index: IndexReceipt
-    pushed_index: PushIndexReceipt | None
+    local_indexes: Mapping[str, IndexReceipt]
+    pushed_indexes: Mapping[str, PushIndexReceipt] | None
 
 
 def read_inputs(plan: Plan, *, pushed: bool) -> Inputs:
@@ -104,10 +107,11 @@ def read_inputs(plan: Plan, *, pushed: bool) -> Inputs:
             uploaded=get(s.upload_receipt, receipts.UploadReceipt),
             image=get(s.image_receipt, receipts.ImageReceipt),
             pushed=get(s.push_receipt, receipts.PushReceipt) if pushed else None,
-        ) for s in plan.steps},
-        local_index=get(plan.index_receipt, receipts.IndexReceipt),
-        pushed_index=get(plan.push_index_receipt, receipts.PushIndexReceipt) if pushed
-        else None,
+        ) for s in plan.published},
+        local_indexes={v.index_task: get(v.index_receipt, receipts.IndexReceipt)
+                       for v in plan.variants},
+        pushed_indexes={v.index_task: get(v.push_index_receipt, receipts.PushIndexReceipt)
+                        for v in plan.variants} if pushed else None,
     )
 
 
@@ -119,15 +123,58 @@ class _Mismatch(PublishError):
         super().__init__(message)
 
 
-def document(plan: Plan, inputs: Inputs, publisher_name: str = "") -> dict[str, Any]:
+def document(plan: Plan, inputs: Inputs, publisher_name: str = "",
+             fingerprints: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The manifest, from the receipts: a pure function, so equal facts give equal bytes.
+
+    ``targets`` lists every published step by name (``esp32c3``, ``esp32c3@prod``); an
+    artifact's ``path`` is relative to release.json's directory (``../<app_type>-<version>-
+    <key>/...`` for a signed variant's). The unsigned variant's index, registry and web
+    manifest are top-level (as without keys); each key's are under ``keys.<name>``, with
+    its scheme and public key's fingerprint.
 
     Receipts that contradict each other raise :class:`_Mismatch`, naming the one whose
     producer must run again (:func:`publish` removes it, so that ``doit release`` does)."""
     project = plan.release.project
-    index = inputs.local_index
     targets: dict[str, Any] = {}
-    for step in plan.steps:
+    for variant in plan.variants:
+        targets.update(_targets(plan, variant, inputs))
+    result: dict[str, Any] = {
+        "format": FORMAT,
+        "project": {"name": project.name, "app_type": project.app_type,
+                    "version": project.version},
+        "git": {"revision": plan.git.revision, "commit_time": plan.git.commit_time,
+                "dirty": plan.git.dirty},
+        "targets": targets,
+    }
+    if project.source:
+        result["project"]["source"] = project.source
+    if publisher_name:
+        result["published_by"] = publisher_name
+    signed: dict[str, Any] = {}
+    for variant in plan.variants:
+        facts = _variant_facts(plan, variant, inputs)
+        if variant.key is None:
+            result.update(facts)
+        else:
+            signed[variant.key.name] = {
+                "scheme": variant.key.scheme,
+                "fingerprint": (fingerprints or {}).get(variant.key.name, ""),
+                "targets": [step.name for step in variant.steps], **facts}
+    if signed:
+        result["keys"] = signed
+    return result
+
+
+def _relative(plan: Plan, key: str) -> str:
+    """A store key as a path relative to release.json's directory."""
+    return posixpath.relpath(key, plan.release_prefix.rstrip("/"))
+
+
+def _targets(plan: Plan, variant: Variant, inputs: Inputs) -> dict[str, Any]:
+    index = inputs.local_indexes[variant.index_task]
+    targets: dict[str, Any] = {}
+    for step in variant.steps:
         facts = inputs.targets[step.name]
         uploaded = {o.key: o.sha256 for o in facts.uploaded.objects}
         image = facts.image
@@ -141,14 +188,14 @@ def document(plan: Plan, inputs: Inputs, publisher_name: str = "") -> dict[str, 
             artifacts.append({
                 "name": artifact.name,
                 "kind": artifact.kind,
-                "path": key.removeprefix(plan.release_prefix),
+                "path": _relative(plan, key),
                 "size": artifact.size,
                 "sha256": artifact.sha256,
             })
-        child = index.child(step.name)
+        child = index.child(step.target.name)
         if child is None or image.manifest.digest != child.digest:
-            raise _Mismatch(plan.index_receipt,
-                            f"{step.image_receipt} does not match {plan.index_receipt}; "
+            raise _Mismatch(variant.index_receipt,
+                            f"{step.image_receipt} does not match {variant.index_receipt}; "
                             "run `doit release`")
         entry: dict[str, Any] = {
             "chip": step.target.chip,
@@ -156,48 +203,45 @@ def document(plan: Plan, inputs: Inputs, publisher_name: str = "") -> dict[str, 
             "image": {"tag": image.tag, "digest": image.manifest.digest,
                       "size": image.manifest.size},
         }
+        if step.key is not None:
+            entry["target"] = step.target.name
+            entry["key"] = step.key.name
         if facts.pushed is not None:
             sent = facts.pushed
             entry["registry"] = {"repository": sent.repository, "tag": sent.tag,
                                  "digest": sent.digest}
         targets[step.name] = entry
-    result: dict[str, Any] = {
-        "format": FORMAT,
-        "project": {"name": project.name, "app_type": project.app_type,
-                    "version": project.version},
-        "git": {"revision": plan.git.revision, "commit_time": plan.git.commit_time,
-                "dirty": plan.git.dirty},
-        "targets": targets,
-        "index": {"tag": index.tag, "digest": index.index.digest},
-    }
-    if project.source:
-        result["project"]["source"] = project.source
-    web = web_document(plan, inputs)
+    return targets
+
+
+def _variant_facts(plan: Plan, variant: Variant, inputs: Inputs) -> dict[str, Any]:
+    """A variant's index, its web manifest and what the registry holds of it."""
+    index = inputs.local_indexes[variant.index_task]
+    facts: dict[str, Any] = {"index": {"tag": index.tag, "digest": index.index.digest}}
+    web = web_document(plan, variant, inputs)
     if web is not None:
         data = encode(web)
-        result["web_manifest"] = {"path": bundle.WEB_MANIFEST, "size": len(data),
-                                  "sha256": hashlib.sha256(data).hexdigest()}
-    if publisher_name:
-        result["published_by"] = publisher_name
-    if inputs.pushed_index is not None:
-        pushed_index = inputs.pushed_index
-        result["registry"] = {"repository": pushed_index.repository,
-                              "index": {"tag": pushed_index.tag,
-                                        "digest": pushed_index.digest}}
-    return result
+        facts["web_manifest"] = {"path": _relative(plan, variant.prefix + bundle.WEB_MANIFEST),
+                                 "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    if inputs.pushed_indexes is not None:
+        pushed_index = inputs.pushed_indexes[variant.index_task]
+        facts["registry"] = {"repository": pushed_index.repository,
+                             "index": {"tag": pushed_index.tag,
+                                       "digest": pushed_index.digest}}
+    return facts
 
 
-def web_document(plan: Plan, inputs: Inputs) -> dict[str, Any] | None:
-    """ESP Web Tools' manifest.json for every target with a factory image (the first of
-    each chip family), beside release.json; None when there is none."""
+def web_document(plan: Plan, variant: Variant, inputs: Inputs) -> dict[str, Any] | None:
+    """ESP Web Tools' manifest.json for every target of ``variant`` with a factory image
+    (the first of each chip family), in the variant's directory; None when there is none."""
     builds = []
-    for step in plan.steps:
+    for step in variant.steps:
         factory = next((a for a in inputs.targets[step.name].built.artifacts
                         if a.kind == "factory"), None)
         if factory is not None:
             key = step.store_prefix + factory.name
-            builds.append(bundle.WebBuild(target=step.name, chip=step.target.chip,
-                                          path=key.removeprefix(plan.release_prefix)))
+            builds.append(bundle.WebBuild(target=step.target.name, chip=step.target.chip,
+                                          path=key.removeprefix(variant.prefix)))
     kept, _ = bundle.web_builds(builds)
     if not kept:
         return None
@@ -305,26 +349,27 @@ def published_present(plan: Plan) -> bool:
         return False
 
 
-def publish(plan: Plan, pushed: bool) -> None:
+def publish(plan: Plan, pushed: bool, fingerprints: Mapping[str, str] | None = None) -> None:
     """The ``manifest`` action: release.json into the store, last; a local copy as receipt."""
     root = plan.release.root
     remove(root / RECEIPT)
     try:
         inputs = read_inputs(plan, pushed=pushed)
-        data = encode(document(plan, inputs, publisher(plan)))
+        data = encode(document(plan, inputs, publisher(plan), fingerprints))
     except _Mismatch as exc:
         remove(root / exc.stale)  # so that the advice holds: its task runs again first
         raise
     store = open_store(plan.release.store, root)
     key = manifest_key(plan)
-    web = web_document(plan, inputs)
+    webs = [(v.prefix + bundle.WEB_MANIFEST, web) for v in plan.variants
+            if (web := web_document(plan, v, inputs)) is not None]
     if guards(plan) and not plan.release.store.force:
         current = check_release(store, plan, force=False)  # before anything is written
         if current == data:
             write_atomic(root / RECEIPT, data)
             return
-    if web is not None:  # before release.json, which names it
-        store.put_bytes(plan.release_prefix + bundle.WEB_MANIFEST, encode(web))
+    for web_key, web in webs:  # before release.json, which names them
+        store.put_bytes(web_key, encode(web))
     # a local directory compares its own copy; in S3, we have just read other bytes there
     # (or may overwrite whatever is there): no HEAD
     store.put_bytes(key, data, check=not guards(plan))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 from collections.abc import Sequence
 from typing import Final, NamedTuple
 
@@ -68,7 +69,7 @@ def _released(plan: Plan) -> tuple[bytes, dict[str, list[_Artifact] | None]]:
     try:
         doc = json.loads(data)
         revision, version = str(doc["git"]["revision"]), str(doc["project"]["version"])
-        listed = {name: [_Artifact(str(a["name"]), plan.release_prefix + str(a["path"]),
+        listed = {name: [_Artifact(str(a["name"]), _key(plan, str(a["path"])),
                                    str(a["sha256"])) for a in entry["artifacts"]]
                   for name, entry in doc["targets"].items()}
     except (ValueError, KeyError, TypeError, AttributeError):
@@ -79,7 +80,13 @@ def _released(plan: Plan) -> tuple[bytes, dict[str, list[_Artifact] | None]]:
         raise VerifyFailed(f"{label} is the release of {version} at commit {revision[:7]}, "
                            f"not of {plan.release.project.version} at {plan.git.short}; run "
                            "`doit release` first")
-    return data, {step.name: listed.get(step.name) for step in plan.steps}
+    return data, {step.name: listed.get(step.name) for step in plan.published}
+
+
+def _key(plan: Plan, path: str) -> str:
+    """An artifact's store key from its path relative to release.json's directory (a signed
+    variant's begins with ``../``)."""
+    return posixpath.normpath(plan.release_prefix + path)
 
 
 def _problems(artifacts: list[_Artifact], held: dict[str, str | None]) -> list[str]:

@@ -31,6 +31,7 @@ __all__ = [
     "task_push",
     "task_push_index",
     "task_release",
+    "task_sign",
     "task_tag",
     "task_upload",
     "task_verify",
@@ -61,14 +62,19 @@ def task_build() -> Iterator[Task]:
     return generate.build_tasks(current(), task_build.__doc__)
 
 
+def task_sign() -> Iterator[Task]:
+    """Sign each target's app (and v2 bootloader) with each key in [[keys]]."""
+    return generate.sign_tasks(current(), task_sign.__doc__)
+
+
 def task_tag() -> Iterator[Task]:
     """Package each target's app binary as an OCI image in build/oci, tagged per commit."""
     return generate.tag_tasks(current(), task_tag.__doc__)
 
 
-def task_index() -> Task:
-    """Combine every target's image into one OCI image index in build/oci."""
-    return generate.index_task(current())
+def task_index() -> Iterator[Task]:
+    """Combine every target's image into one OCI image index in build/oci (one per key)."""
+    return generate.index_tasks(current())
 
 
 def task_preflight() -> Task:
@@ -86,9 +92,9 @@ def task_push() -> Iterator[Task]:
     return generate.push_tasks(current(), task_push.__doc__)
 
 
-def task_push_index() -> Task:
-    """Push the multi-target index (after every target's image) to the registry."""
-    return generate.push_index_task(current())
+def task_push_index() -> Iterator[Task]:
+    """Push the multi-target index (after every target's image) to the registry (one per key)."""
+    return generate.push_index_tasks(current())
 
 
 def task_manifest() -> Task:

@@ -22,7 +22,8 @@ from esp32tasks import oci
 from esp32tasks.config import RegistryConfig
 from esp32tasks.errors import ReleaseRefused
 from esp32tasks.files import remove, write_atomic
-from esp32tasks.plan import RECEIPTS, Channel, Plan, channel_tag
+from esp32tasks.plan import RECEIPTS, Channel, Plan, Variant
+from esp32tasks.plan import channel as make_channel
 from esp32tasks.version import Version
 from esp32tasks.version import parse as parse_version
 
@@ -40,7 +41,7 @@ _VERSION: Final = "org.opencontainers.image.version"
 
 def receipt_path(channel: Channel) -> str:
     """The local copy of the channel's pointer: the channel task's target."""
-    return (RECEIPTS / f"channel-{channel.name}.json").as_posix()
+    return (RECEIPTS / f"channel-{channel.task}.json").as_posix()
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +52,11 @@ class _Ours:
     index_tag: str
 
 
-def _ours(plan: Plan) -> _Ours:
+def _ours(plan: Plan, variant: Variant) -> _Ours:
     from esp32tasks.receipts import IndexReceipt, load
 
-    index = load(plan.release.root / plan.index_receipt, IndexReceipt,
-                 plan.index_receipt.as_posix())
+    index = load(plan.release.root / variant.index_receipt, IndexReceipt,
+                 variant.index_receipt.as_posix())
     return _Ours(plan.version, plan.release.project.version, index.index.digest, index.tag)
 
 
@@ -77,16 +78,10 @@ def pointer(plan: Plan, channel: Channel, ours: _Ours) -> bytes:
     return json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n"
 
 
-def _related(plan: Plan, channel: Channel) -> Channel:
+def _followers(plan: Plan, moved: Channel) -> list[Channel]:
     project = plan.release.project
-    tag = channel_tag(project.app_type, channel.name)
-    return Channel(name=channel.name, tag=tag,
-                   pointer_key=f"{project.name}/channels/{tag}.json")
-
-
-def _followers(plan: Plan, channel: Channel) -> list[Channel]:
-    return [_related(plan, Channel(name=n, tag="", pointer_key=""))
-            for n in FOLLOWERS.get(channel.name, ())]
+    return [make_channel(project.name, project.app_type, name, moved.key)
+            for name in FOLLOWERS.get(moved.name, ())]
 
 
 class _Where:
@@ -150,7 +145,7 @@ def check(plan: Plan, registry: RegistryConfig | None) -> None:
     project = plan.release.project
     if plan.git.dirty and plan.channels:
         raise ReleaseRefused(
-            f"refusing to move channel {', '.join(c.name for c in plan.channels)} "
+            f"refusing to move channel {', '.join(dict.fromkeys(c.name for c in plan.channels))} "
             f"({project.channels_source}) to a build of a working tree with uncommitted "
             "changes: a dirty tree is never promoted; commit first")
     if not plan.channels or project.force_channel:
@@ -170,21 +165,23 @@ def _check_one(plan: Plan, where: _Where, channel: Channel, ours: Version) -> No
         raise _refused(plan, channel, where.store.describe(channel.pointer_key), stored[1])
 
 
-def move(plan: Plan, registry: RegistryConfig | None, channel: Channel) -> None:
-    """The ``channel:<name>`` action: the channel (and its followers that are behind) to
-    this release's index, in the registry and the store; a local copy as its target."""
+def move(plan: Plan, variant: Variant, registry: RegistryConfig | None,
+         moved: Channel) -> None:
+    """The ``channel:<name>[@<key>]`` action: the channel (and its followers that are
+    behind) to the variant's index, in the registry and the store; a local copy as its
+    target."""
     root = plan.release.root
-    remove(root / receipt_path(channel))
+    remove(root / receipt_path(moved))
     check(plan, registry)  # again: another run may have moved it since the preflight
-    ours = _ours(plan)
+    ours = _ours(plan, variant)
     where = _Where(plan, registry)
-    data = _move_one(plan, where, channel, ours)
-    for follower in _followers(plan, channel):  # beta is never behind stable
+    data = _move_one(plan, where, moved, ours)
+    for follower in _followers(plan, moved):  # beta is never behind stable
         stored, at = where.stored(follower), where.registry(follower)
         named = [parse_version(v) for v in (stored and stored[1], at and at[1]) if v]
         if any(v is not None and v.order() < ours.version.order() for v in named):
             _move_one(plan, where, follower, ours)
-    write_atomic(root / receipt_path(channel), data)
+    write_atomic(root / receipt_path(moved), data)
 
 
 def _move_one(plan: Plan, where: _Where, channel: Channel, ours: _Ours) -> bytes:

@@ -22,13 +22,14 @@ from doit.tools import config_changed
 from esp32tasks import bundle, images, plan, summary
 from esp32tasks.build import action as build_action
 from esp32tasks.build import builders
-from esp32tasks.config import RegistryConfig
+from esp32tasks.config import Key, RegistryConfig
 from esp32tasks.errors import Esp32TasksError, ReleaseRefused, VerifyFailed
 from esp32tasks.files import remove
-from esp32tasks.plan import Plan
+from esp32tasks.plan import Plan, Variant
 from esp32tasks.receiptfile import all_current
 from esp32tasks.registry import push
 from esp32tasks.registry import verify as registry_verify
+from esp32tasks.sign import action as sign_action
 from esp32tasks.store import manifest, upload
 from esp32tasks.store import verify as store_verify
 from esp32tasks.tasks import channels
@@ -40,14 +41,15 @@ __all__ = [
     "ReceiptsCurrent",
     "build_tasks",
     "channel_tasks",
-    "index_task",
+    "index_tasks",
     "manifest_task",
     "preflight",
     "preflight_task",
-    "push_index_task",
+    "push_index_tasks",
     "push_tasks",
     "release_task",
     "rmtree",
+    "sign_tasks",
     "tag_tasks",
     "upload_tasks",
     "verify",
@@ -150,10 +152,36 @@ def build_tasks(s: Session, doc: str | None) -> Iterator[Task]:
             clean=[Action(rmtree, release.root / step.build_dir)])
 
 
+def sign_tasks(s: Session, doc: str | None) -> Iterator[Task]:
+    yield {"basename": "sign", "name": None, "doc": doc}
+    p = s.plan
+    for step in p.signed:
+        key, signed_dir = step.signing
+        unsigned = next(b for b in p.steps if b.target.name == step.target.name)
+        yield _producer(
+            s, basename="sign", name=step.name,
+            doc=f"sign {step.target.name}'s app{_and_bootloader(key.scheme)} with key "
+                f"{key.name} ({key.scheme}) into {signed_dir}",
+            action=Action(sign_action.sign, p, step),
+            file_dep=[str(unsigned.build_receipt), str(unsigned.app_receipt),
+                      *([key.public_key.as_posix()] if key.public_key is not None else [])],
+            receipts=[(step.build_receipt, "build"), (step.app_receipt, "app")],
+            # the public key's fingerprint, never private material: a rotated key re-signs
+            settings={"key": key.name, "scheme": key.scheme,
+                      "fingerprint": s.fingerprint(key), "command": list(key.sign_command),
+                      "dir": signed_dir.as_posix()},
+            present=OutputsPresent(build_action.outputs_present, p.release.root, step),
+            clean=[Action(rmtree, p.release.root / signed_dir)])
+
+
+def _and_bootloader(scheme: str) -> str:
+    return " and bootloader" if sign_action.signs(scheme, "bootloader") else ""
+
+
 def tag_tasks(s: Session, doc: str | None) -> Iterator[Task]:
     yield {"basename": "tag", "name": None, "doc": doc}
     p = s.plan
-    for step in p.steps:
+    for step in p.published:
         yield _producer(
             s, basename="tag", name=step.name,
             doc=f"OCI image of {step.name}'s app, tagged {step.tag}",
@@ -164,17 +192,28 @@ def tag_tasks(s: Session, doc: str | None) -> Iterator[Task]:
             present=OutputsPresent(images.image_present, p, step))
 
 
-def index_task(s: Session) -> Task:
+def index_tasks(s: Session) -> Iterator[Task]:
     p = s.plan
-    return _producer(
-        s, basename="index", name=None,
-        doc=f"OCI image index of all targets, tagged {p.index_tag}",
-        action=Action(images.index, p),
-        file_dep=[str(step.image_receipt) for step in p.steps],
-        receipts=[(p.index_receipt, "index")],
-        settings={"tag": p.index_tag, "annotations": plan.index_annotations(p)},
-        present=OutputsPresent(images.index_present, p),
-        clean=[Action(rmtree, p.release.root / p.oci_dir)])
+    for variant in p.variants:
+        yield _producer(
+            s, basename=variant.index_task, name=None,
+            doc=f"OCI image index of all {_signed_by(variant)}targets, tagged "
+                f"{variant.index_tag}",
+            action=Action(images.index, p, variant),
+            file_dep=[str(step.image_receipt) for step in variant.steps],
+            receipts=[(variant.index_receipt, "index")],
+            settings={"tag": variant.index_tag,
+                      "annotations": plan.index_annotations(p, variant)},
+            present=OutputsPresent(images.index_present, p, variant),
+            clean=[Action(rmtree, p.release.root / p.oci_dir)])
+
+
+def _signed_by(variant: Variant) -> str:
+    return "" if variant.key is None else f"{variant.key.name}-signed "
+
+
+def _index_tasks(p: Plan) -> list[str]:
+    return [v.index_task for v in p.variants]
 
 
 def preflight(plan: Plan, registry: RegistryConfig | None) -> None:
@@ -218,7 +257,7 @@ def preflight_task(s: Session) -> Task:
         "doc": "check before the first remote write that nothing will be refused",
         "actions": [Action(preflight, p, p.release.registry)] if _remote(s) else None,
         # the index's digest is what its tag must point at, or nothing
-        "task_dep": ["index"] if p.release.registry is not None else [],
+        "task_dep": _index_tasks(p) if p.release.registry is not None else [],
         "uptodate": [False],
     })
 
@@ -227,7 +266,7 @@ def upload_tasks(s: Session, doc: str | None) -> Iterator[Task]:
     yield {"basename": "upload", "name": None, "doc": doc}
     p = s.plan
     store = p.release.store
-    for step in p.steps:
+    for step in p.published:
         yield _producer(
             s, basename="upload", name=step.name,
             doc=f"artifacts of {step.name} to {store.url}/{step.store_prefix}",
@@ -250,7 +289,7 @@ def push_tasks(s: Session, doc: str | None) -> Iterator[Task]:
     cfg = p.release.registry
     if cfg is None:
         return
-    for step in p.steps:
+    for step in p.published:
         yield _producer(
             s, basename="push", name=step.name,
             doc=f"{step.name}'s image to {cfg.repository}:{step.tag}",
@@ -261,25 +300,29 @@ def push_tasks(s: Session, doc: str | None) -> Iterator[Task]:
             setup=_setup(s))
 
 
-def push_index_task(s: Session) -> Task:
+def push_index_tasks(s: Session) -> Iterator[Task]:
     p = s.plan
     cfg = p.release.registry
-    if cfg is None:
-        return {"basename": "push-index", "doc": "no registry: set [registry] in targets.toml",
-                "actions": None}
-    return _producer(
-        s, basename="push-index", name=None,
-        doc=f"the index to {cfg.repository}:{p.index_tag}",
-        action=Action(push.push_index, p, cfg),
-        file_dep=[str(p.index_receipt), *(str(step.push_receipt) for step in p.steps)],
-        receipts=[(p.push_index_receipt, "push-index")],
-        settings={**_registry_identity(cfg), "tag": p.index_tag},
-        setup=_setup(s))
+    for variant in p.variants:
+        if cfg is None:
+            yield {"basename": variant.push_index_task,
+                   "doc": "no registry: set [registry] in targets.toml", "actions": None}
+            continue
+        yield _producer(
+            s, basename=variant.push_index_task, name=None,
+            doc=f"the index to {cfg.repository}:{variant.index_tag}",
+            action=Action(push.push_index, p, variant, cfg),
+            file_dep=[str(variant.index_receipt),
+                      *(str(step.push_receipt) for step in variant.steps)],
+            receipts=[(variant.push_index_receipt, "push-index")],
+            settings={**_registry_identity(cfg), "tag": variant.index_tag},
+            setup=_setup(s))
 
 
 def _publish_deps(s: Session) -> list[str]:
     """What ``release`` adds when a registry is configured."""
-    return ["push-index"] if s.release.registry is not None else []
+    return [v.push_index_task for v in s.plan.variants] if s.release.registry is not None \
+        else []
 
 
 def manifest_task(s: Session) -> Task:
@@ -290,18 +333,21 @@ def manifest_task(s: Session) -> Task:
     clean = [Action(remove, root / manifest.RECEIPT)]
     if not store.is_s3:  # a remote store is never ours to clean
         clean.append(Action(remove, root / store.url / manifest.manifest_key(p),
-                            root / store.url / p.release_prefix / bundle.WEB_MANIFEST))
+                            *(root / store.url / v.prefix / bundle.WEB_MANIFEST
+                              for v in p.variants)))
     return _task({
         "doc": f"{manifest.MANIFEST_NAME} to {store.url}/{p.release_prefix}",
-        "actions": [Action(manifest.publish, p, pushed)],
+        "actions": [Action(manifest.publish, p, pushed, s.fingerprints())],
         "file_dep": [str(f) for f in manifest.inputs(p, pushed=pushed)],
         # after every upload, the index and (with a registry) every push
-        "task_dep": ["index", *(f"upload:{step.name}" for step in p.steps), *_publish_deps(s)],
+        "task_dep": [*_index_tasks(p), *(f"upload:{step.name}" for step in p.published),
+                     *_publish_deps(s)],
         "targets": [str(manifest.RECEIPT)],
         "setup": _setup(s),
         "uptodate": [config_changed({
             "store": store.url, "endpoint": store.endpoint_url, "key": manifest.manifest_key(p),
-            "git": [p.git.revision, p.git.commit_time, p.git.dirty], "pushed": pushed}),
+            "git": [p.git.revision, p.git.commit_time, p.git.dirty], "pushed": pushed,
+            "keys": {k.name: [k.scheme, s.fingerprint(k)] for k in p.release.keys}}),
             *([] if store.is_s3 else [OutputsPresent(manifest.published_present, p)])],
         "clean": clean,
     })
@@ -309,22 +355,27 @@ def manifest_task(s: Session) -> Task:
 
 def channel_tasks(s: Session, doc: str | None) -> Iterator[Task]:
     yield {"basename": "channel", "name": None, "doc": doc}
+    for variant in s.plan.variants:
+        yield from _channel_tasks(s, variant)
+
+
+def _channel_tasks(s: Session, variant: Variant) -> Iterator[Task]:
     p = s.plan
     registry = p.release.registry
-    for channel in p.channels:
+    for channel in variant.channels:
         yield _task({
             "basename": "channel",
-            "name": channel.name,
+            "name": channel.task,
             "doc": f"move {channel.tag} (and the store's {channel.pointer_key}) to "
-                   f"{p.index_tag}",
-            "actions": [Action(channels.move, p, registry, channel)],
-            "file_dep": [str(p.index_receipt), str(manifest.RECEIPT),
-                         *([str(p.push_index_receipt)] if registry is not None else [])],
+                   f"{variant.index_tag}",
+            "actions": [Action(channels.move, p, variant, registry, channel)],
+            "file_dep": [str(variant.index_receipt), str(manifest.RECEIPT),
+                         *([str(variant.push_index_receipt)] if registry is not None else [])],
             "task_dep": ["manifest"],  # the release is complete before a channel names it
             "targets": [channels.receipt_path(channel)],
             "setup": _setup(s),
             "uptodate": [config_changed({
-                "tag": channel.tag, "pointer": channel.pointer_key, "index": p.index_tag,
+                "tag": channel.tag, "pointer": channel.pointer_key, "index": variant.index_tag,
                 "store": p.release.store.url, "endpoint": p.release.store.endpoint_url,
                 "registry": None if registry is None else _registry_identity(registry)})],
             "clean": [Action(remove, p.release.root / channels.receipt_path(channel))],
@@ -336,9 +387,9 @@ def release_task(s: Session, doc: str | None) -> Task:
         "doc": doc,
         "actions": None,
         "clean": [Action(remove, s.release.root / summary.FILE)],
-        "task_dep": ["index", *(f"upload:{step.name}" for step in s.plan.steps),
+        "task_dep": [*_index_tasks(s.plan), *(f"upload:{step.name}" for step in s.plan.published),
                      *_publish_deps(s), "manifest",
-                     *(f"channel:{c.name}" for c in s.plan.channels)],
+                     *(f"channel:{c.task}" for c in s.plan.channels)],
     }
 
 
@@ -349,7 +400,8 @@ def verify(plan: Plan, registry: RegistryConfig | None) -> None:
     if registry is None:
         print("no registry configured: checking the store only")
     else:
-        checks.insert(0, lambda: registry_verify.verify(plan, registry))
+        signatures = {k.name: _signature_check(plan, k) for k in plan.release.keys}
+        checks.insert(0, lambda: registry_verify.verify(plan, registry, signatures))
     failed: list[Esp32TasksError] = []
     for check in checks:
         try:
@@ -360,6 +412,23 @@ def verify(plan: Plan, registry: RegistryConfig | None) -> None:
         raise failed[0]
     if failed:
         raise VerifyFailed("\n".join(map(str, failed)))
+
+
+def _signature_check(plan: Plan, key: Key) -> Callable[[bytes], str | None]:
+    """A device's check of an app signed by ``key`` (espsecure verify-signature with its
+    public key: the committed ``public_key``, else the private key's)."""
+    from esp32tasks.sign import image
+
+    root = plan.release.root
+
+    def check(app: bytes) -> str | None:
+        try:
+            image.verify(sign_action.public_pem(key, root), key.scheme, app)
+        except (OSError, Esp32TasksError) as exc:
+            return f"signature: {exc}"
+        return None
+
+    return check
 
 
 def verify_task(s: Session, doc: str | None) -> Task:

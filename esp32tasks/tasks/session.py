@@ -15,8 +15,8 @@ from typing import Any, Final, NamedTuple
 
 from esp32tasks import config, gitinfo
 from esp32tasks.build import builders
-from esp32tasks.config import Release
-from esp32tasks.errors import ConfigError
+from esp32tasks.config import Key, Release
+from esp32tasks.errors import ConfigError, Esp32TasksError
 from esp32tasks.plan import BUILD_DIR, GIT_CACHE, Plan, expand
 from esp32tasks.runcache import per_run
 from esp32tasks.tasks.boundary import generating
@@ -38,6 +38,34 @@ class Session(NamedTuple):  # cheaper to create than a dataclass, on every no-op
     @property
     def release(self) -> Release:
         return self.plan.release
+
+    def fingerprint(self, key: Key) -> str:
+        """``sha256:<hex>`` of the key's public key (what the sign tasks' ``config_changed``
+        holds, never private material), read once per run; empty when the key cannot be
+        read now (its ``sign`` task then says why, when it runs)."""
+        found = _fingerprints()
+        if key.name not in found:
+            found[key.name] = _fingerprint(self.release.root, key)
+        return found[key.name]
+
+    def fingerprints(self) -> dict[str, str]:
+        """Key name -> :meth:`fingerprint`, for every key."""
+        return {key.name: self.fingerprint(key) for key in self.release.keys}
+
+
+@per_run
+def _fingerprints() -> dict[str, str]:
+    return {}
+
+
+def _fingerprint(root: Path, key: Key) -> str:
+    from esp32tasks.sign import keys
+    from esp32tasks.sign.action import public_pem
+
+    try:
+        return keys.fingerprint(public_pem(key, root))
+    except (OSError, Esp32TasksError):
+        return ""
 
 
 def open_session(root: Path, environ: Mapping[str, str], cli: Mapping[str, str | None],

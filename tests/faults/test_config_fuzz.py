@@ -223,7 +223,8 @@ def assert_writes_stay_inside(root: Path, plan: Plan) -> None:
         return Path(os.path.normpath(root / str(relative)))
 
     build = where(BUILD_DIR)
-    ours = [plan.oci_dir, plan.index_receipt, plan.push_index_receipt, GIT_CACHE, STATE_FILE]
+    ours = [plan.oci_dir, GIT_CACHE, STATE_FILE,
+            *(r for v in plan.variants for r in (v.index_receipt, v.push_index_receipt))]
     for step in plan.steps:
         ours += [step.build_dir, step.log, step.build_receipt, step.app_receipt,
                  step.image_receipt, step.upload_receipt, step.push_receipt]

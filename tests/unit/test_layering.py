@@ -14,8 +14,9 @@ from esp32tasks import config
 PACKAGE = Path(__file__).resolve().parents[2] / "esp32tasks"
 README = PACKAGE.parent / "README.md"
 CORE = {"errors", "files", "runcache", "deadline", "config", "gitinfo", "plan", "receiptfile",
-        "receipts", "oci", "images", "version", "bundle", "summary", "__init__"}
-ROOMS = ("build", "registry", "store", "tasks")
+        "receipts", "oci", "images", "version", "bundle", "summary", "secureboot",
+        "__init__"}
+ROOMS = ("build", "registry", "sign", "store", "tasks")
 
 
 def modules() -> dict[str, Path]:
@@ -110,10 +111,10 @@ def test_overrides_are_read_in_config_only() -> None:
     texts = {name: path.read_text() for name, path in modules().items()}
     # the session hands the environment and doit's parameters to config; builders pass the
     # environment on to builds (minus our secrets); credential helpers get it as docker
-    # gives it. Nobody else looks.
+    # gives it; a signing key's own variable is read when it signs. Nobody else looks.
     assert {n for n, t in texts.items() if "os.environ" in t} == {
         "esp32tasks.config", "esp32tasks.tasks.session", "esp32tasks.build.builders",
-        "esp32tasks.registry.credentials"}
+        "esp32tasks.registry.credentials", "esp32tasks.sign.action"}
     assert {n for n, t in texts.items() if "get_var(" in t} == {"esp32tasks.tasks.session"}
     ours_read = re.compile(r"""environ(?:\.get\(|\[)["']ESP32TASKS_""")
     assert {n for n, t in texts.items() if ours_read.search(t)} == {"esp32tasks.config"}
@@ -125,6 +126,7 @@ def test_every_variable_is_in_the_readme_table_and_every_row_is_real() -> None:
     used = set()
     for path in modules().values():
         used.update(re.findall(r"ESP32TASKS_[A-Z_]+[A-Z]", path.read_text()))
-    assert used <= set(config.VARIABLES)
+    assert used <= set(config.VARIABLES) | set(config.SIGNER_VARIABLES)
+    assert all(f"`{name}`" in README.read_text() for name in config.SIGNER_VARIABLES)
     parameters = re.findall(r"^\| `doit release (\w+)=", README.read_text(), re.MULTILINE)
     assert parameters == list(config.CLI_PARAMETERS)

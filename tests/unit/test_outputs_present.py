@@ -80,9 +80,9 @@ def test_a_lost_or_torn_layout_is_seen_and_tag_makes_it_again(tmp_path: Path) ->
     built(tmp_path, plan)
     assert not images.image_present(plan, step)
     images.tag(plan, step)
-    images.index(plan)
+    images.index(plan, plan.variants[0])
     assert images.image_present(plan, step)
-    assert images.index_present(plan)
+    assert images.index_present(plan, plan.variants[0])
     image = receipts.read(tmp_path / step.image_receipt, ImageReceipt)
     assert image is not None
     layout = tmp_path / plan.oci_dir
@@ -91,7 +91,7 @@ def test_a_lost_or_torn_layout_is_seen_and_tag_makes_it_again(tmp_path: Path) ->
 
     layer.write_bytes(good[:-1])  # torn
     assert not images.image_present(plan, step)
-    assert images.index_present(plan)
+    assert images.index_present(plan, plan.variants[0])
     images.tag(plan, step)
     assert layer.read_bytes() == good
 
@@ -105,15 +105,15 @@ def test_a_lost_or_torn_layout_is_seen_and_tag_makes_it_again(tmp_path: Path) ->
                           if d["annotations"]["org.opencontainers.image.ref.name"] != step.tag]
     (layout / "index.json").write_text(json.dumps(index))
     assert not images.image_present(plan, step)
-    assert images.index_present(plan)
+    assert images.index_present(plan, plan.variants[0])
 
     shutil.rmtree(layout)
     assert not images.image_present(plan, step)
-    assert not images.index_present(plan)
+    assert not images.index_present(plan, plan.variants[0])
     images.tag(plan, step)
-    images.index(plan)
+    images.index(plan, plan.variants[0])
     assert images.image_present(plan, step)
-    assert images.index_present(plan)
+    assert images.index_present(plan, plan.variants[0])
 
 
 def test_a_changed_app_takes_the_app_receipt_with_it(tmp_path: Path) -> None:
@@ -160,7 +160,7 @@ def test_receipts_that_disagree_take_the_later_one_with_them(tmp_path: Path) -> 
     built(tmp_path, plan)
     upload.upload(plan, step)
     images.tag(plan, step)
-    images.index(plan)
+    images.index(plan, plan.variants[0])
     image = receipts.read(tmp_path / step.image_receipt, ImageReceipt)
     assert image is not None
     receipts.write(tmp_path / step.image_receipt, dataclasses.replace(
@@ -169,5 +169,5 @@ def test_receipts_that_disagree_take_the_later_one_with_them(tmp_path: Path) -> 
         manifest.publish(plan, False)
     assert str(info.value) == ("build/receipts/image-esp32c3.json does not match "
                                "build/receipts/index.json; run `doit release`")
-    assert not (tmp_path / plan.index_receipt).exists()
+    assert not (tmp_path / plan.variants[0].index_receipt).exists()
     assert (tmp_path / step.image_receipt).exists()

@@ -74,7 +74,7 @@ def test_plan_names_and_source_sets(tmp_path: Path) -> None:
     assert r8.target.chip == "esp32s3"
     assert r8.build_dir == PurePosixPath("build/esp32s3r8")
     assert r8.store_prefix == "hello/ota-1.2.0/esp32s3r8/artifacts/"
-    assert plan.index_tag == "ota-1.2.0"
+    assert plan.variants[0].index_tag == "ota-1.2.0"
     assert plan.release_prefix == "hello/ota-1.2.0/"
 
 
@@ -107,7 +107,7 @@ def test_a_dirty_tree_takes_no_release_name_and_moves_no_channel(tmp_path: Path)
     dirty = expand(parse(text, tmp_path / "targets.toml"),
                    GitState(revision=GIT.revision, dirty=True, commit_time=GIT.commit_time,
                             files=GIT.files))
-    assert dirty.index_tag == "ota-1.2.0-dirty"
+    assert dirty.variants[0].index_tag == "ota-1.2.0-dirty"
     assert dirty.release_prefix == "hello/ota-1.2.0-dirty/"
     assert dirty.steps[0].tag == "esp32c6-ota-1.2.0-0123456-dirty"
     assert dirty.steps[0].store_prefix == "hello/ota-1.2.0-dirty/esp32c6/artifacts/"
@@ -122,7 +122,7 @@ def test_a_snapshot_is_a_version_with_a_distance(tmp_path: Path) -> None:
                               ("1.2.0-3-gabc1234", True)):
         text = PLAN_TOML.replace('version = "1.2.0"', f'version = "{version}"')
         plan = expand(parse(text, tmp_path / "targets.toml"), GIT)
-        assert (plan.index_tag, plan.snapshot) == (f"ota-{version}", snapshot)
+        assert (plan.variants[0].index_tag, plan.snapshot) == (f"ota-{version}", snapshot)
 
 
 def test_a_composed_tag_over_128_characters_names_its_longest_part(tmp_path: Path) -> None:

@@ -86,13 +86,13 @@ def make_inputs(plan: Plan, *, pushed: bool = False) -> Inputs:
             pushed=PushReceipt(target=step.name, repository="r.example/hello", tag=step.tag,
                                digest=digest, pushed=(digest,)) if pushed else None)
         children.append(Child(target=step.name, tag=step.tag, digest=digest))
-    index = IndexReceipt(tag=plan.index_tag,
+    index = IndexReceipt(tag=plan.variants[0].index_tag,
                          index=Descriptor(media_type="i", digest="sha256:" + "b" * 64, size=9),
                          targets=tuple(children))
-    pushed_index = PushIndexReceipt(repository="r.example/hello", tag=plan.index_tag,
+    pushed_index = PushIndexReceipt(repository="r.example/hello", tag=plan.variants[0].index_tag,
                                     digest="sha256:" + "b" * 64, targets=tuple(children))
-    return Inputs(targets=targets, local_index=index,
-                  pushed_index=pushed_index if pushed else None)
+    return Inputs(targets=targets, local_indexes={"index": index},
+                  pushed_indexes={"index": pushed_index} if pushed else None)
 
 
 def test_document_lists_every_target_artifact_and_digest(tmp_path: Path) -> None:
@@ -160,8 +160,9 @@ def test_an_artifact_not_uploaded_as_built_is_an_error(tmp_path: Path) -> None:
 def test_an_image_the_index_does_not_list_is_an_error(tmp_path: Path) -> None:
     plan = make_plan(tmp_path)
     inputs = make_inputs(plan)
-    index = inputs.local_index
-    bad = inputs._replace(local_index=dataclasses.replace(index, targets=index.targets[1:]))
+    index = inputs.local_indexes["index"]
+    bad = inputs._replace(local_indexes={
+        "index": dataclasses.replace(index, targets=index.targets[1:])})
     with pytest.raises(PublishError) as info:
         manifest.document(plan, bad)
     assert str(info.value) == ("build/receipts/image-esp32c3.json does not match "
@@ -252,9 +253,10 @@ def write_receipts(plan: Plan, inputs: Inputs) -> None:
         receipts.write(root / step.image_receipt, facts.image)
         if facts.pushed is not None:
             receipts.write(root / step.push_receipt, facts.pushed)
-    receipts.write(root / plan.index_receipt, inputs.local_index)
-    if inputs.pushed_index is not None:
-        receipts.write(root / plan.push_index_receipt, inputs.pushed_index)
+    variant = plan.variants[0]
+    receipts.write(root / variant.index_receipt, inputs.local_indexes["index"])
+    if inputs.pushed_indexes is not None:
+        receipts.write(root / variant.push_index_receipt, inputs.pushed_indexes["index"])
 
 
 def test_publish_writes_the_manifest_last_into_a_local_store(tmp_path: Path) -> None:
