@@ -23,10 +23,15 @@ from esp32tasks.registry.client import Client
 if TYPE_CHECKING:
     from esp32tasks.receipts import ImageReceipt
 
-__all__ = ["PUSH_AGAIN", "check_target", "firmware_in_layer", "verify"]
+__all__ = ["PUSH_AGAIN", "check_target", "firmware_in_layer", "push_again", "verify"]
 
 #: What sends this build to the registry again when our receipts say it is there.
 PUSH_AGAIN = "`doit forget push push-index && doit release`"
+
+
+def push_again(variant: Variant) -> str:
+    """:data:`PUSH_AGAIN` for one variant (its index task is ``push-index@<key>``)."""
+    return PUSH_AGAIN.replace("push-index", variant.push_index_task)
 
 
 def firmware_in_layer(layer: bytes) -> tuple[str, bytes] | None:
@@ -136,7 +141,8 @@ def _verify_variant(plan: Plan, variant: Variant, config: RegistryConfig, client
     index_digest = client.manifest_digest(receipt.tag)
     if index_digest is None:
         if (root / variant.push_index_receipt).exists():  # pushed, and gone since
-            raise VerifyFailed(f"{where} does not exist; run {PUSH_AGAIN} to push it again")
+            raise VerifyFailed(f"{where} does not exist; run {push_again(variant)} to push "
+                               "it again")
         raise VerifyFailed(f"{where} does not exist; run `doit release` to push it")
     if index_digest != receipt.index.digest:
         report.append(f"index: {where} is {index_digest}, the local index is "
@@ -154,7 +160,8 @@ def _verify_variant(plan: Plan, variant: Variant, config: RegistryConfig, client
         report.append(f"{step.name}: " + ("ok" if not problems else "; ".join(problems)))
     if failed:
         raise VerifyFailed(f"{where} differs from this build:\n" + "\n".join(
-            "  " + line for line in report) + f"\n  to push this build again: {PUSH_AGAIN} "
+            "  " + line for line in report) + "\n  to push this build again: "
+            f"{push_again(variant)} "
             "(a released tag moves only with ESP32TASKS_FORCE=1)")
     signed = "" if variant.key is None else f" (signature by key {variant.key.name} ok)"
     print(f"{where}: " + ", ".join(f"{s.name} ok" for s in variant.steps) + signed)

@@ -149,6 +149,13 @@ def test_two_keys_three_targets_sign_publish_and_verify(
     verified = repo.doit("verify")
     assert "signature by key prod ok" in verified.stdout
     assert "signature by key field ok" in verified.stdout
+    # ... and an app another key signed is caught: verify with a key that did not sign
+    repo.env["ESP32_KEY_FIELD"] = pem(ec.generate_private_key(ec.SECP256R1()))
+    wrong = repo.doit("verify", check=False)
+    assert wrong.code != 0
+    assert "esp32c6@field: signature: " in wrong.output
+    assert "signature by key prod ok" in wrong.output
+    repo.env["ESP32_KEY_FIELD"] = pem(field_key)
 
     # a no-op signs nothing
     again = repo.doit("release")
