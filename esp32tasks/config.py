@@ -193,6 +193,16 @@ class Key:
         return "the sign_command " + " ".join(self.sign_command[:1])
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DeltaConfig:
+    """``[delta]``: patches from earlier releases that devices apply instead of the app."""
+
+    bases: tuple[str, ...] = ()
+    """Released versions of this project to make patches from (their apps, from the store)."""
+    max_ratio: float = 0.9
+    """A patch not smaller than this share of the full app is not published."""
+
+
 @dataclass(frozen=True, slots=True)
 class Login:
     """Registry credentials from ``ESP32TASKS_REGISTRY_USER`` / ``..._PASSWORD``."""
@@ -256,6 +266,8 @@ class Release:
     store: StoreConfig = field(default_factory=StoreConfig)
     keys: tuple[Key, ...] = ()
     """Secure Boot keys: each signs its targets into a variant of the release."""
+    delta: DeltaConfig | None = None
+    """Delta OTA patches, with ``[delta]``."""
     actor: str = ""
     """Who runs the release, where the CI says (``GITHUB_ACTOR``, ``GITLAB_USER_LOGIN``)."""
     step_summary: str = ""
@@ -495,19 +507,39 @@ class _Reader:
     # -- sections -----------------------------------------------------------------
 
     def release(self, data: dict[str, Any]) -> Release | None:
-        self.keys(data, "", ("project", "builder", "targets", "registry", "store", "keys"))
+        self.keys(data, "", ("project", "builder", "targets", "registry", "store", "keys",
+                             "delta"))
         project = self.project(data)
         builder = self.builder(data)
         targets = self.targets(data, project)
         registry = self.registry(data)
         store = self.store(data)
         keys = self.signing_keys(data, targets)
+        delta = self.delta(data)
         if project is not None:
             self.inside_repository(project, builder, targets, store)
         if project is None or builder is None or self.problems:
             return None
         return Release(path=self.path, project=project, builder=builder, targets=targets,
-                       registry=registry, store=store, keys=keys)
+                       registry=registry, store=store, keys=keys, delta=delta)
+
+    def delta(self, data: dict[str, Any]) -> DeltaConfig | None:
+        table = self.table(data, "delta", "", ("bases", "max_ratio"))
+        if table is None:
+            return None
+        bases = self.strings(table, "bases", "delta")
+        for base in bases:
+            problem = version_problem(base)
+            if problem is not None:
+                self.fail("delta.bases", problem)
+        if not bases:
+            self.fail("delta.bases", 'missing or empty; list the released versions devices '
+                      'update from, e.g. bases = ["1.0.0"]')
+        ratio = self.get(table, "max_ratio", "delta", float, 0.9)
+        if ratio is not None and not 0 < ratio <= 1:
+            self.fail("delta.max_ratio", f"{ratio} is out of range; use a share of the app "
+                      "above 0 and at most 1 (e.g. 0.9)")
+        return DeltaConfig(bases=tuple(dict.fromkeys(bases)), max_ratio=ratio or 0.9)
 
     def signing_keys(self, data: dict[str, Any], targets: tuple[Target, ...]) -> \
             tuple[Key, ...]:

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONFIG_MEDIA_TYPE",
+    "DELTA_ARTIFACT_TYPE",
+    "DELTA_LAYER_MEDIA_TYPE",
+    "EMPTY",
     "INDEX_MEDIA_TYPE",
     "LAYER_MEDIA_TYPE",
     "MANIFEST_MEDIA_TYPE",
@@ -36,8 +39,11 @@ __all__ = [
     "Image",
     "Layout",
     "canonical_json",
+    "delta_artifact",
     "firmware_image",
     "image_index",
+    "referrers_tag",
+    "with_referrer",
 ]
 
 MANIFEST_MEDIA_TYPE: Final = "application/vnd.oci.image.manifest.v1+json"
@@ -48,6 +54,12 @@ REF_NAME: Final = "org.opencontainers.image.ref.name"
 #: Our own annotation in the layout's index.json: which slot (target, or the index) a ref fills.
 SLOT: Final = "dev.esp32tasks.slot"
 FIRMWARE_DIR: Final = "firmware"
+#: A delta OTA patch as an OCI artifact (image-spec v1.1 "artifactType"): its one layer is
+#: the patch itself, ESP-IDF esp_delta_ota's format (a 64-byte header, then a detools
+#: sequential heatshrink patch).
+DELTA_ARTIFACT_TYPE: Final = "application/vnd.esp32tasks.delta-ota.v1"
+DELTA_LAYER_MEDIA_TYPE: Final = "application/vnd.esp32tasks.delta-ota.patch.v1"
+#: image-spec v1.1's empty descriptor's blob (``{}``), the config of an artifact.
 
 
 def canonical_json(value: Any) -> bytes:
@@ -140,6 +152,55 @@ def firmware_image(*, target: str, app_name: str, firmware: bytes,
         manifest["annotations"] = dict(annotations)
     return Image(manifest=Blob(MANIFEST_MEDIA_TYPE, canonical_json(manifest)),
                  config=config, layer=layer)
+
+
+EMPTY: Final = Blob("application/vnd.oci.empty.v1+json", b"{}")
+"""image-spec v1.1's empty descriptor's blob (``{}``): an artifact's config."""
+
+
+def delta_artifact(*, patch: Blob, name: str, subject: Mapping[str, Any],
+                   annotations: Mapping[str, str]) -> Blob:
+    """The manifest of a delta OTA patch for the image ``subject`` (a descriptor): never a
+    child of any index a device pulls, and its file name holds no "firmware" (which
+    esp32-flashjob would take)."""
+    if FIRMWARE_DIR in name:
+        raise ValueError(f"a patch named {name!r} would be taken for firmware")
+    return Blob(MANIFEST_MEDIA_TYPE, canonical_json({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_MEDIA_TYPE,
+        "artifactType": DELTA_ARTIFACT_TYPE,
+        "config": EMPTY.descriptor(),
+        "layers": [patch.descriptor(annotations={"org.opencontainers.image.title": name})],
+        "subject": dict(subject),
+        "annotations": dict(annotations),
+    }))
+
+
+def referrers_tag(subject_digest: str) -> str:
+    """The distribution spec's referrers tag schema: ``<alg>-<hex>`` of the subject, where a
+    registry has no referrers API."""
+    algorithm, _, hexdigest = subject_digest.partition(":")
+    return f"{algorithm}-{hexdigest}"
+
+
+def with_referrer(current: bytes | None, artifact: Blob, artifact_type: str,
+                  annotations: Mapping[str, str]) -> Blob | None:
+    """The referrers index at the fallback tag with ``artifact`` in it, keeping every entry
+    others wrote (cosign writes there too); None when it is there already. ``current``:
+    the index now at the tag, or None."""
+    doc: dict[str, Any] = {"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": []}
+    if current is not None:
+        found = json.loads(current)
+        if not isinstance(found, dict) or not isinstance(found.get("manifests"), list):
+            raise PublishError("the referrers tag holds no image index; remove it by hand "
+                               "(it is the distribution spec's sha256-<digest> tag)")
+        doc = found
+    if any(isinstance(m, dict) and m.get("digest") == artifact.digest
+           for m in doc["manifests"]):
+        return None
+    doc["manifests"].append(artifact.descriptor(artifactType=artifact_type,
+                                                annotations=dict(annotations)))
+    return Blob(INDEX_MEDIA_TYPE, canonical_json(doc))
 
 
 def image_index(children: list[tuple[str, str, int]],

@@ -26,6 +26,7 @@ __all__ = [
     "STATE_FILE",
     "TAG",
     "Channel",
+    "Delta",
     "Plan",
     "Step",
     "Variant",
@@ -39,6 +40,8 @@ __all__ = [
 BUILD_DIR = PurePosixPath("build")
 RECEIPTS = BUILD_DIR / "receipts"
 OCI_DIR = BUILD_DIR / "oci"
+#: Delta OTA patches and the base apps they are made from, per published step.
+DELTA_DIR = BUILD_DIR / "delta"
 #: doit's dependency state (sqlite3), relative to the repository root. Inside build/ so
 #: that CI caches one directory, and so that its journal never touches the root's mtime.
 STATE_FILE = (BUILD_DIR / "doit-state.sqlite3").as_posix()
@@ -50,7 +53,7 @@ STORE_DIR = PurePosixPath(DEFAULT_STORE)
 #: (tasks.state) and sqlite's rollback journal. A target of one of these names would build
 #: into (and `doit clean` would delete) esp32tasks' own files.
 RESERVED = frozenset(path.name for path in (
-    RECEIPTS, OCI_DIR, STORE_DIR, GIT_CACHE, PurePosixPath(STATE_FILE),
+    RECEIPTS, OCI_DIR, DELTA_DIR, STORE_DIR, GIT_CACHE, PurePosixPath(STATE_FILE),
     PurePosixPath(f"{STATE_FILE}.lock"), PurePosixPath(f"{STATE_FILE}-journal"),
 ) if path.parent == BUILD_DIR)
 
@@ -158,6 +161,31 @@ class Variant:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class Delta:
+    """One published step's patches: from each base version's app to this one."""
+
+    step: Step
+    bases: tuple[str, ...]
+    receipt: PurePosixPath
+    """``build/receipts/delta-<step>.json``."""
+    push_receipt: PurePosixPath
+    """``build/receipts/push-delta-<step>.json``: the patches as the image's referrers."""
+    dir: PurePosixPath
+    """``build/delta/<step>/``: the base apps (cached) and the patches."""
+    store_prefix: str
+    """``<variant prefix><target>/delta/``: ``from-<base>.patch`` goes there."""
+    base_manifests: tuple[tuple[str, str], ...]
+    """(base version, the store key of its release.json)."""
+
+    @property
+    def name(self) -> str:
+        return self.step.name
+
+    def patch_name(self, base: str) -> str:
+        return f"from-{base}.patch"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Plan:
     release: Release
     git: GitState
@@ -169,6 +197,8 @@ class Plan:
     oci_dir: PurePosixPath
     release_prefix: str
     """``<project>/<app_type>-<version>[-dirty]/``: where the release manifest goes."""
+    deltas: tuple[Delta, ...] = ()
+    """With ``[delta]``: one per published step."""
     warnings: tuple[str, ...] = ()
     """What the user should know but that stops nothing (printed once per run)."""
 
@@ -288,6 +318,9 @@ def expand(release: Release, git: GitState) -> Plan:
         tags.append((variant.index_tag, (app_type, version, *key_part)))
         tags += [(c.tag, (app_type, ("channel", c.name), *key_part)) for c in variant.channels]
     problems += _tag_problems(release, tags)
+    if release.delta is not None and project.version in release.delta.bases:
+        problems.append(f"{release.path.name}: delta.bases: '{project.version}' is this "
+                        "release's own version; list earlier releases")
     if problems:
         raise ConfigError(problems)
     warnings = [] if len(shared) <= MANY_SOURCES else [
@@ -305,8 +338,24 @@ def expand(release: Release, git: GitState) -> Plan:
         variants=tuple(variants),
         oci_dir=OCI_DIR,
         release_prefix=release_prefix,
+        deltas=_deltas(release, variants),
         warnings=tuple(warnings),
     )
+
+
+def _deltas(release: Release, variants: list[Variant]) -> tuple[Delta, ...]:
+    if release.delta is None:
+        return ()
+    project = release.project
+    manifests = tuple((base, f"{project.name}/{index_tag(project.app_type, base)}/release.json")
+                      for base in release.delta.bases)
+    return tuple(Delta(step=step, bases=release.delta.bases,
+                       receipt=RECEIPTS / f"delta-{step.name}.json",
+                       push_receipt=RECEIPTS / f"push-delta-{step.name}.json",
+                       dir=DELTA_DIR / step.name,
+                       store_prefix=f"{variant.prefix}{step.target.name}/delta/",
+                       base_manifests=manifests)
+                 for variant in variants for step in variant.steps)
 
 
 def _variant(release: Release, git: GitState, key: Key | None, steps: tuple[Step, ...],

@@ -16,7 +16,7 @@ __all__ = ["SCHEMAS", "all_current", "has_schema", "is_current"]
 
 #: Receipt kind -> the schema version this esp32tasks writes (bump on any change of shape).
 SCHEMAS: Final = {"build": 1, "app": 1, "image": 1, "index": 1, "upload": 1, "push": 1,
-                  "push-index": 1}
+                  "push-index": 1, "delta": 1, "push-delta": 1}
 
 
 def is_current(path: Path, kind: str) -> bool:

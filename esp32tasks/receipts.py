@@ -36,10 +36,13 @@ __all__ = [
     "Artifact",
     "BuildReceipt",
     "Child",
+    "DeltaReceipt",
     "Descriptor",
     "Firmware",
     "ImageReceipt",
     "IndexReceipt",
+    "PatchRecord",
+    "PushDeltaReceipt",
     "PushIndexReceipt",
     "PushReceipt",
     "Receipt",
@@ -120,6 +123,27 @@ class StoredObject:
     size: int
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PatchRecord:
+    """One delta OTA patch: from the base version's app (as published) to this one."""
+
+    base: str
+    """The base version."""
+    base_app_sha256: str
+    """SHA-256 of the base app's bytes, as its release.json lists them."""
+    base_hash: str
+    """The patch header's base hash (esptool's validation hash of the base app)."""
+    base_manifest: str
+    """The digest of the base's per-target image manifest, as its release.json lists it."""
+    name: str
+    path: str
+    """Root-relative: ``build/delta/<step>/from-<base>.patch``."""
+    size: int
+    sha256: str
+    ratio: float
+    """The patch's size over the new app's."""
+
+
 # -- kinds --------------------------------------------------------------------------------
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -172,6 +196,34 @@ class IndexReceipt(Receipt):
 
     def child(self, target: str) -> Child | None:
         return next((c for c in self.targets if c.target == target), None)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DeltaReceipt(Receipt):
+    """``delta:<t>``: the patches made for this app, and the bases left out and why."""
+
+    KIND: ClassVar[str] = "delta"
+    target: str
+    app_sha256: str
+    """The new app's SHA-256 (what every patch makes)."""
+    patches: tuple[PatchRecord, ...]
+    skipped: tuple[tuple[str, str], ...]
+    """(base, why): a patch not smaller than ``max_ratio`` of the app."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PushDeltaReceipt(Receipt):
+    """``push-delta:<t>``: the patches pushed as referrers of the target's image."""
+
+    KIND: ClassVar[str] = "push-delta"
+    target: str
+    repository: str
+    subject: str
+    """The image manifest's digest."""
+    artifacts: tuple[str, ...]
+    """Each patch artifact's manifest digest."""
+    fallback: bool
+    """Listed in the ``sha256-<hex>`` tag's index (no referrers API)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -278,6 +330,10 @@ def _decode(kind: Any, value: Any) -> Any:
         if type(value) is not kind:
             raise _Invalid
         return value
+    if kind is float:
+        if type(value) not in (int, float):
+            raise _Invalid
+        return float(value)
     if typing.get_origin(kind) is tuple:
         item, *_ = typing.get_args(kind)
         if not isinstance(value, list):

@@ -159,6 +159,24 @@ class Client:
                 f"{response.status_code} without a digest, and {reference} then resolves "
                 f"to {confirmed or 'nothing'}, not {blob.digest}")
 
+    def referrers(self, digest: str) -> bytes | None:
+        """The referrers API's image index for ``digest`` (distribution spec 1.1), or None
+        when the registry has no such API (it answers 404: then the ``sha256-<hex>`` tag
+        schema is the fallback)."""
+        url = (f"{self.transport.prefix}://{self.container.registry}/v2/"
+               f"{self.container.api_prefix}/referrers/{digest}")
+        response = self.transport.do_request(url, "GET",
+                                              headers={"Accept": oci.INDEX_MEDIA_TYPE})
+        if response.status_code in (404, 405):
+            return None
+        if response.status_code != 200:
+            raise self._fail(f"GET of the referrers of {digest}", response)
+        data = bytes(response.content)
+        if not _is_manifest(data):
+            raise self._not_registry(f"GET of the referrers of {digest}",
+                                     f"{len(data)} bytes, not an OCI image index")
+        return data
+
     def has_blob(self, descriptor: Descriptor) -> bool:
         """One HEAD: does the repository hold this blob? Only a 200 that states the
         blob's size and digest says yes (anything else and the blob is sent)."""

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from esp32tasks.config import RegistryConfig
 from esp32tasks.errors import ConfigError, PublishError, VerifyFailed
-from esp32tasks.plan import Plan, Variant
+from esp32tasks.plan import Delta, Plan, Variant
 from esp32tasks.registry.client import Client
 
 if TYPE_CHECKING:
@@ -95,6 +95,43 @@ def check_target(client: Client, index: dict[str, Any], target: str,
     return problems + _firmware_problems(*found, image, check)
 
 
+def patch_problems(plan: Plan, delta: Delta, client: Client,
+                   image: ImageReceipt) -> list[str]:
+    """A device on each base: the patch found among the image's referrers by its running
+    app's hash, applied to that app, must make the app the index serves."""
+    from esp32tasks import delta as patching
+    from esp32tasks.receipts import DeltaReceipt, load
+    from esp32tasks.registry.referrers import BASE_SHA256, referrers
+
+    root = plan.release.root
+    made = load(root / delta.receipt, DeltaReceipt, delta.receipt.as_posix())
+    found = referrers(client, image.manifest.digest)
+    problems = []
+    for patch in made.patches:
+        match = next((d for d in found
+                      if d.get("annotations", {}).get(BASE_SHA256) == patch.base_hash), None)
+        if match is None:
+            problems.append(f"no patch from {patch.base} among the image's referrers")
+            continue
+        _, data = client.get_manifest(str(match["digest"]))
+        layers = json.loads(data).get("layers") or [{}]
+        blob = client.get_blob(str(layers[0].get("digest")))
+        cached = root / delta.dir / f"base-{patch.base}.bin"
+        if not cached.is_file():
+            problems.append(f"the {patch.base} app is not in {delta.dir} to check the patch "
+                            f"against; run `doit forget delta:{delta.name} && doit release`")
+            continue
+        base = cached.read_bytes()
+        try:
+            new = patching.apply(base, blob)
+        except patching.DeltaError as exc:
+            problems.append(f"the patch from {patch.base} does not apply: {exc}")
+            continue
+        if hashlib.sha256(new).hexdigest() != image.firmware.sha256:
+            problems.append(f"the patch from {patch.base} makes other bytes than the app")
+    return problems
+
+
 def _firmware_problems(name: str, firmware: bytes, image: ImageReceipt,
                        check: AppCheck | None) -> list[str]:
     """What is wrong with the file the consumer would flash."""
@@ -154,6 +191,9 @@ def _verify_variant(plan: Plan, variant: Variant, config: RegistryConfig, client
         image = load(root / step.image_receipt, ImageReceipt, step.image_receipt.as_posix())
         try:
             problems = check_target(client, index, step.target.name, image, check)
+            delta = next((d for d in plan.deltas if d.step == step), None)
+            if delta is not None:
+                problems += patch_problems(plan, delta, client, image)
         except PublishError as exc:
             problems = [str(exc)]
         failed = failed or bool(problems)

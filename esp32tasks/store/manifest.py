@@ -24,13 +24,14 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 from esp32tasks import bundle
 from esp32tasks.errors import PublishError, StoreReleaseConflict
 from esp32tasks.files import remove, write_atomic
-from esp32tasks.plan import RECEIPTS, Plan, Variant
+from esp32tasks.plan import RECEIPTS, Plan, Step, Variant
 from esp32tasks.runcache import per_run
 from esp32tasks.store import Store, open_store
 
 if TYPE_CHECKING:
     from esp32tasks.receipts import (
         BuildReceipt,
+        DeltaReceipt,
         ImageReceipt,
         IndexReceipt,
         PushIndexReceipt,
@@ -71,6 +72,7 @@ def inputs(plan: Plan, *, pushed: bool) -> list[PurePosixPath]:
     files = [r for s in plan.published for r in (s.build_receipt, s.upload_receipt,
                                                  s.image_receipt)]
     files += [v.index_receipt for v in plan.variants]
+    files += [d.receipt for d in plan.deltas]
     if pushed:
         files += [s.push_receipt for s in plan.published]
         files += [v.push_index_receipt for v in plan.variants]
@@ -82,6 +84,7 @@ class TargetInputs(NamedTuple):
     uploaded: UploadReceipt
     image: ImageReceipt
     pushed: PushReceipt | None
+    delta: DeltaReceipt | None = None
 
 
 class Inputs(NamedTuple):
@@ -107,6 +110,8 @@ def read_inputs(plan: Plan, *, pushed: bool) -> Inputs:
             uploaded=get(s.upload_receipt, receipts.UploadReceipt),
             image=get(s.image_receipt, receipts.ImageReceipt),
             pushed=get(s.push_receipt, receipts.PushReceipt) if pushed else None,
+            delta=next((get(d.receipt, receipts.DeltaReceipt) for d in plan.deltas
+                        if d.step == s), None),
         ) for s in plan.published},
         local_indexes={v.index_task: get(v.index_receipt, receipts.IndexReceipt)
                        for v in plan.variants},
@@ -210,8 +215,30 @@ def _targets(plan: Plan, variant: Variant, inputs: Inputs) -> dict[str, Any]:
             sent = facts.pushed
             entry["registry"] = {"repository": sent.repository, "tag": sent.tag,
                                  "digest": sent.digest}
+        if facts.delta is not None:
+            entry["delta"] = _patches(plan, step, facts, uploaded)
         targets[step.name] = entry
     return targets
+
+
+def _patches(plan: Plan, step: Step, facts: TargetInputs,
+             uploaded: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The step's delta OTA patches, each as uploaded (base, size, SHA-256, ratio)."""
+    delta = next(d for d in plan.deltas if d.step == step)
+    made = facts.delta
+    if made is None or made.app_sha256 != facts.image.firmware.sha256:
+        raise _Mismatch(delta.receipt, f"{delta.receipt} is not of the app in "
+                        f"{step.image_receipt}; run `doit release`")
+    found = []
+    for patch in made.patches:
+        key = delta.store_prefix + patch.name
+        if uploaded.get(key) != patch.sha256:
+            raise _Mismatch(step.upload_receipt, f"{step.upload_receipt} does not list "
+                            f"{patch.name} as made in {delta.receipt}; run `doit release`")
+        found.append({"base": patch.base, "base_app_sha256": patch.base_app_sha256,
+                      "base_hash": patch.base_hash, "path": _relative(plan, key),
+                      "size": patch.size, "sha256": patch.sha256, "ratio": patch.ratio})
+    return found
 
 
 def _variant_facts(plan: Plan, variant: Variant, inputs: Inputs) -> dict[str, Any]:

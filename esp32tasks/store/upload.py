@@ -11,6 +11,7 @@ import json
 import os
 from typing import TYPE_CHECKING
 
+from esp32tasks.errors import PublishError
 from esp32tasks.files import remove, sha256_file
 from esp32tasks.images import artifact_changed
 from esp32tasks.plan import Plan, Step
@@ -18,7 +19,7 @@ from esp32tasks.store import manifest, open_store
 from esp32tasks.store.verify import read_back
 
 if TYPE_CHECKING:
-    from esp32tasks.receipts import UploadReceipt
+    from esp32tasks.receipts import Artifact, PatchRecord, UploadReceipt
 
 __all__ = ["objects_present", "upload"]
 
@@ -64,11 +65,12 @@ def upload(plan: Plan, step: Step) -> dict[str, int]:
     where, endpoint = store.describe(), release.store.endpoint_url or ""
     known, recheck = _trusted(previous, where, endpoint, built_sha)
     objects, files = [], []
-    for artifact in built.artifacts:
-        key = step.store_prefix + artifact.name
+    entries: list[tuple[str, Artifact | PatchRecord]] = [
+        *((step.store_prefix + a.name, a) for a in built.artifacts), *_patches(plan, step)]
+    for key, artifact in entries:
         path = root / artifact.path
         if sha256_file(path) != artifact.sha256:
-            raise artifact_changed(root, step, artifact.path)
+            raise _changed(plan, step, artifact)
         if known.get(key) != artifact.sha256:
             files.append((key, path, artifact.sha256))
         objects.append(StoredObject(key=key, sha256=artifact.sha256, size=artifact.size))
@@ -85,6 +87,31 @@ def upload(plan: Plan, step: Step) -> dict[str, int]:
                                  build=built_sha, objects=tuple(objects)))
     return {"sent": sum(path.stat().st_size
                         for (_, path, _), sent in zip(files, went, strict=True) if sent)}
+
+
+def _changed(plan: Plan, step: Step, artifact: Artifact | PatchRecord) -> PublishError:
+    """A build output (or a patch) whose bytes are no longer its receipt's: the task that
+    made it runs again first."""
+    from esp32tasks.receipts import PatchRecord
+
+    root = plan.release.root
+    if not isinstance(artifact, PatchRecord):
+        return artifact_changed(root, step, artifact.path)
+    delta = next(d for d in plan.deltas if d.step == step)
+    remove(root / delta.receipt)
+    return PublishError(f"{artifact.path} changed after it was made; run `doit release` "
+                        f"again: delta:{delta.name} runs first")
+
+
+def _patches(plan: Plan, step: Step) -> list[tuple[str, PatchRecord]]:
+    """(key, patch) of the step's delta OTA patches, with ``[delta]``."""
+    from esp32tasks.receipts import DeltaReceipt, load
+
+    delta = next((d for d in plan.deltas if d.step == step), None)
+    if delta is None:
+        return []
+    made = load(plan.release.root / delta.receipt, DeltaReceipt, delta.receipt.as_posix())
+    return [(delta.store_prefix + patch.name, patch) for patch in made.patches]
 
 
 def _trusted(previous: UploadReceipt | None, where: str, endpoint: str,

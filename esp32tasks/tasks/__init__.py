@@ -25,10 +25,12 @@ __all__ = [
     "doit_config",
     "task_build",
     "task_channel",
+    "task_delta",
     "task_index",
     "task_manifest",
     "task_preflight",
     "task_push",
+    "task_push_delta",
     "task_push_index",
     "task_release",
     "task_sign",
@@ -67,6 +69,11 @@ def task_sign() -> Iterator[Task]:
     return generate.sign_tasks(current(), task_sign.__doc__)
 
 
+def task_delta() -> Iterator[Task]:
+    """Make each target's delta OTA patches from the [delta] bases' published apps."""
+    return generate.delta_tasks(current(), task_delta.__doc__)
+
+
 def task_tag() -> Iterator[Task]:
     """Package each target's app binary as an OCI image in build/oci, tagged per commit."""
     return generate.tag_tasks(current(), task_tag.__doc__)
@@ -90,6 +97,11 @@ def task_upload() -> Iterator[Task]:
 def task_push() -> Iterator[Task]:
     """Push each target's image to the registry under its per-commit tag."""
     return generate.push_tasks(current(), task_push.__doc__)
+
+
+def task_push_delta() -> Iterator[Task]:
+    """Push each target's delta OTA patches as OCI referrers of its image."""
+    return generate.push_delta_tasks(current(), task_push_delta.__doc__)
 
 
 def task_push_index() -> Iterator[Task]:

@@ -25,12 +25,12 @@ from esp32tasks.build import builders
 from esp32tasks.config import Key, RegistryConfig
 from esp32tasks.errors import Esp32TasksError, ReleaseRefused, VerifyFailed
 from esp32tasks.files import remove
-from esp32tasks.plan import Plan, Variant
+from esp32tasks.plan import Plan, Step, Variant
 from esp32tasks.receiptfile import all_current
-from esp32tasks.registry import push
+from esp32tasks.registry import push, referrers
 from esp32tasks.registry import verify as registry_verify
 from esp32tasks.sign import action as sign_action
-from esp32tasks.store import manifest, upload
+from esp32tasks.store import manifest, patches, upload
 from esp32tasks.store import verify as store_verify
 from esp32tasks.tasks import channels
 from esp32tasks.tasks.boundary import Action
@@ -41,10 +41,12 @@ __all__ = [
     "ReceiptsCurrent",
     "build_tasks",
     "channel_tasks",
+    "delta_tasks",
     "index_tasks",
     "manifest_task",
     "preflight",
     "preflight_task",
+    "push_delta_tasks",
     "push_index_tasks",
     "push_tasks",
     "release_task",
@@ -262,6 +264,28 @@ def preflight_task(s: Session) -> Task:
     })
 
 
+def delta_tasks(s: Session, doc: str | None) -> Iterator[Task]:
+    yield {"basename": "delta", "name": None, "doc": doc}
+    p = s.plan
+    config, store = p.release.delta, p.release.store
+    for delta in p.deltas:
+        yield _producer(
+            s, basename="delta", name=delta.name,
+            doc=f"delta OTA patches of {delta.name}'s app from {', '.join(delta.bases)}",
+            action=Action(patches.make, p, delta),
+            file_dep=[str(delta.step.app_receipt)],
+            receipts=[(delta.receipt, "delta")],
+            settings={"bases": list(delta.base_manifests), "store": store.url,
+                      "endpoint": store.endpoint_url,
+                      "max_ratio": None if config is None else config.max_ratio},
+            present=OutputsPresent(patches.present, p.release.root, delta),
+            clean=[Action(rmtree, p.release.root / delta.dir)])
+
+
+def _delta_receipt(p: Plan, step: Step) -> list[str]:
+    return [str(d.receipt) for d in p.deltas if d.step == step]
+
+
 def upload_tasks(s: Session, doc: str | None) -> Iterator[Task]:
     yield {"basename": "upload", "name": None, "doc": doc}
     p = s.plan
@@ -271,7 +295,7 @@ def upload_tasks(s: Session, doc: str | None) -> Iterator[Task]:
             s, basename="upload", name=step.name,
             doc=f"artifacts of {step.name} to {store.url}/{step.store_prefix}",
             action=Action(upload.upload, p, step),
-            file_dep=[str(step.build_receipt)],
+            file_dep=[str(step.build_receipt), *_delta_receipt(p, step)],
             receipts=[(step.upload_receipt, "upload")],
             settings={"store": store.url, "endpoint": store.endpoint_url,
                       "prefix": step.store_prefix},
@@ -300,6 +324,24 @@ def push_tasks(s: Session, doc: str | None) -> Iterator[Task]:
             setup=_setup(s))
 
 
+def push_delta_tasks(s: Session, doc: str | None) -> Iterator[Task]:
+    yield {"basename": "push-delta", "name": None, "doc": doc}
+    p = s.plan
+    cfg = p.release.registry
+    if cfg is None:
+        return
+    for delta in p.deltas:
+        yield _producer(
+            s, basename="push-delta", name=delta.name,
+            doc=f"{delta.name}'s patches as referrers of its image in {cfg.repository}",
+            action=Action(referrers.push_patches, p, delta, cfg),
+            file_dep=[str(delta.receipt), str(delta.step.image_receipt),
+                      str(delta.step.push_receipt)],
+            receipts=[(delta.push_receipt, "push-delta")],
+            settings=_registry_identity(cfg),
+            setup=_setup(s))
+
+
 def push_index_tasks(s: Session) -> Iterator[Task]:
     p = s.plan
     cfg = p.release.registry
@@ -321,8 +363,10 @@ def push_index_tasks(s: Session) -> Iterator[Task]:
 
 def _publish_deps(s: Session) -> list[str]:
     """What ``release`` adds when a registry is configured."""
-    return [v.push_index_task for v in s.plan.variants] if s.release.registry is not None \
-        else []
+    if s.release.registry is None:
+        return []
+    return [*(v.push_index_task for v in s.plan.variants),
+            *(f"push-delta:{d.name}" for d in s.plan.deltas)]
 
 
 def manifest_task(s: Session) -> Task:

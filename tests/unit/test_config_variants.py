@@ -1,5 +1,6 @@
-"""``[[keys]]`` in targets.toml: the chip table, where a private key may live, and the plan's
-names for every signed variant. Each refusal has its exact one-line message."""
+"""``[[keys]]`` and ``[delta]`` in targets.toml: the chip table, where a private key may live,
+and the plan's names for every signed variant and patch. Each refusal has its exact one-line
+message."""
 
 from __future__ import annotations
 
@@ -212,3 +213,37 @@ def test_ecdsa_where_espidf_advises_against_it_is_a_warning(root: Path) -> None:
     [warning] = plan.warnings
     assert warning.startswith("keys[0] in targets.toml: ESP-IDF advises against "
                               "ECDSA Secure Boot on esp32c5")
+
+
+def test_delta_names_a_patch_per_published_step(root: Path) -> None:
+    text = BASE + TWO_KEYS + '\n[delta]\nbases = ["0.9.0", "1.0.0-rc.1"]\nmax_ratio = 0.5\n'
+    plan = expand(parse(text, root / "targets.toml"), GIT)
+    assert plan.release.delta is not None
+    assert plan.release.delta.max_ratio == 0.5
+    assert [d.name for d in plan.deltas] == [
+        "esp32c3@prod", "esp32c6@prod", "esp32s3r8@prod", "esp32c6@field"]
+    field = plan.deltas[-1]
+    assert (str(field.receipt), str(field.dir), field.store_prefix) == (
+        "build/receipts/delta-esp32c6@field.json", "build/delta/esp32c6@field",
+        "hello/hello-1.0.0-field/esp32c6/delta/")
+    assert field.base_manifests == (("0.9.0", "hello/hello-0.9.0/release.json"),
+                                    ("1.0.0-rc.1", "hello/hello-1.0.0-rc.1/release.json"))
+    assert field.patch_name("0.9.0") == "from-0.9.0.patch"
+
+
+def test_delta_config_problems(root: Path) -> None:
+    assert problems(root, '[delta]\nbases = ["1.0", "2.0.0+b1"]\nmax_ratio = 1.5\n') == [
+        "targets.toml: delta.bases: '1.0' is not a version: use semver "
+        "MAJOR.MINOR.PATCH[-PRERELEASE] (e.g. 1.4.0 or 1.4.0-rc.1)",
+        "targets.toml: delta.bases: '2.0.0+b1' has build metadata ('+'), which an OCI tag "
+        "cannot hold; drop it or make it a pre-release (e.g. 1.4.0-rc.1)",
+        "targets.toml: delta.max_ratio: 1.5 is out of range; use a share of the app above 0 "
+        "and at most 1 (e.g. 0.9)"]
+    assert problems(root, "[delta]\nlatest = 2\n") == [
+        "targets.toml: delta.latest: unknown key; allowed: bases, max_ratio",
+        'targets.toml: delta.bases: missing or empty; list the released versions devices '
+        'update from, e.g. bases = ["1.0.0"]']
+    with pytest.raises(ConfigError) as info:
+        expand(parse(BASE + '[delta]\nbases = ["1.0.0"]\n', root / "targets.toml"), GIT)
+    assert info.value.problems == ["targets.toml: delta.bases: '1.0.0' is this release's own "
+                                   "version; list earlier releases"]

@@ -8,10 +8,12 @@ import json
 import tarfile
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from esp32tasks import oci
+from esp32tasks.errors import PublishError
 
 
 def test_image_is_what_esp32_flashjob_reads() -> None:
@@ -67,3 +69,44 @@ def test_layout_retag_replaces_the_slot(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "oci/oci-layout").read_text()) == {"imageLayoutVersion":
                                                                      "1.0.0"}
     assert layout.read_blob(image.layer.digest) == image.layer.data
+
+
+def test_a_delta_artifact_refers_to_its_image_and_is_never_firmware() -> None:
+    patch = oci.Blob(oci.DELTA_LAYER_MEDIA_TYPE, b"\x10\xde\xcd\xfc" + bytes(60) + b"\x04")
+    subject = {"mediaType": oci.MANIFEST_MEDIA_TYPE, "digest": "sha256:" + "a" * 64,
+               "size": 500}
+    artifact = oci.delta_artifact(patch=patch, name="from-1.0.0.patch", subject=subject,
+                                  annotations={"dev.esp32tasks.delta.base-version": "1.0.0"})
+    doc = json.loads(artifact.data)
+    assert doc["artifactType"] == oci.DELTA_ARTIFACT_TYPE
+    assert doc["subject"] == subject
+    assert doc["config"] == {"mediaType": "application/vnd.oci.empty.v1+json",
+                             "digest": oci.EMPTY.digest, "size": 2}
+    assert [layer["digest"] for layer in doc["layers"]] == [patch.digest]
+    assert oci.referrers_tag("sha256:" + "a" * 64) == "sha256-" + "a" * 64
+    with pytest.raises(ValueError, match="firmware"):
+        oci.delta_artifact(patch=patch, name="firmware/x.patch", subject=subject,
+                           annotations={})
+
+
+def test_the_fallback_index_keeps_what_others_wrote() -> None:
+    subject = {"mediaType": oci.MANIFEST_MEDIA_TYPE, "digest": "sha256:" + "a" * 64,
+               "size": 500}
+    ours = oci.delta_artifact(patch=oci.Blob(oci.DELTA_LAYER_MEDIA_TYPE, b"p"),
+                              name="from-1.0.0.patch", subject=subject, annotations={})
+    cosign = {"mediaType": oci.MANIFEST_MEDIA_TYPE, "digest": "sha256:" + "c" * 64, "size": 9,
+              "artifactType": "application/vnd.dev.cosign.artifact.sig.v1+json"}
+    theirs = json.dumps({"schemaVersion": 2, "mediaType": oci.INDEX_MEDIA_TYPE,
+                         "manifests": [cosign]}).encode()
+    merged = oci.with_referrer(theirs, ours, oci.DELTA_ARTIFACT_TYPE, {"k": "v"})
+    assert merged is not None
+    entries = json.loads(merged.data)["manifests"]
+    assert entries[0] == cosign
+    assert entries[1]["digest"] == ours.digest
+    assert entries[1]["artifactType"] == oci.DELTA_ARTIFACT_TYPE
+    assert oci.with_referrer(merged.data, ours, oci.DELTA_ARTIFACT_TYPE, {"k": "v"}) is None
+    fresh = oci.with_referrer(None, ours, oci.DELTA_ARTIFACT_TYPE, {})
+    assert fresh is not None
+    assert [m["digest"] for m in json.loads(fresh.data)["manifests"]] == [ours.digest]
+    with pytest.raises(PublishError, match="no image index"):
+        oci.with_referrer(b'{"layers": []}', ours, oci.DELTA_ARTIFACT_TYPE, {})

@@ -154,7 +154,7 @@ def plan_error(tmp_path: Path, text: str) -> str:
 
 
 def test_reserved_names_are_what_lives_in_build() -> None:
-    assert {"oci", "receipts", "store", "gitstate.json", "doit-state.sqlite3",
+    assert {"oci", "receipts", "delta", "store", "gitstate.json", "doit-state.sqlite3",
             "doit-state.sqlite3.lock", "doit-state.sqlite3-journal"} == RESERVED
     assert {RECEIPTS.name, OCI_DIR.name, GIT_CACHE.name, PurePosixPath(STATE_FILE).name,
             PurePosixPath(DEFAULT_STORE).name} <= RESERVED

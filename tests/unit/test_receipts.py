@@ -19,10 +19,13 @@ from esp32tasks.receipts import (
     Artifact,
     BuildReceipt,
     Child,
+    DeltaReceipt,
     Descriptor,
     Firmware,
     ImageReceipt,
     IndexReceipt,
+    PatchRecord,
+    PushDeltaReceipt,
     PushIndexReceipt,
     PushReceipt,
     Receipt,
@@ -70,6 +73,12 @@ EVERY_KIND: tuple[Receipt, ...] = (
     PUSH,
     PushIndexReceipt(repository="registry.test:5000/cloud-iot/hello", tag="hello-1.0.0",
                      digest=DIGEST, targets=CHILDREN),
+    DeltaReceipt(target="esp32c3@prod", app_sha256=SHA, patches=(PatchRecord(
+        base="1.0.0", base_app_sha256=SHA, base_hash="ab" * 32, base_manifest=DIGEST,
+        name="from-1.0.0.patch", path="build/delta/esp32c3@prod/from-1.0.0.patch", size=412,
+        sha256=SHA, ratio=0.0761),), skipped=(("0.9.0", "the patch is 95% of the app"),)),
+    PushDeltaReceipt(target="esp32c3", repository="registry.test:5000/cloud-iot/hello",
+                     subject=DIGEST, artifacts=(DIGEST,), fallback=True),
 )
 KINDS = {type(r) for r in EVERY_KIND}
 
