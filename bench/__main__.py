@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import report, scenarios, wire
+from bench import delta, report, scenarios, wire
 from bench.proc import BenchError
 from bench.stats import slope
 
@@ -51,6 +51,15 @@ def measure_wire(workdir: Path, runs: int) -> dict[str, Any] | str:
         return f"not measured: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
 
 
+def measure_delta(workdir: Path, files: int) -> list[dict[str, Any]] | str:
+    """Full layer against patch for one update, or why it could not be measured."""
+    print("bench: delta OTA patches", file=sys.stderr, flush=True)
+    try:
+        return delta.measure(workdir, files)
+    except (BenchError, OSError, ImportError) as exc:
+        return f"not measured: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smallest size, one run")
@@ -79,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 data["sizes"].append(run_size(Path(tmp) / f"s{i}", files, targets, runs))
             data["scaling"] = scaling(data["sizes"])
             data["wire"] = measure_wire(Path(tmp) / "wire", runs)
+            data["delta"] = measure_delta(Path(tmp) / "delta", 100 if args.quick else 1000)
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 1

@@ -67,7 +67,23 @@ def markdown(data: dict[str, Any]) -> str:
         lines.append(wire)
     else:
         lines += wire_table(wire)
+    patches = data.get("delta")
+    if patches is not None:
+        lines += ["", "## What a device downloads for one update: full layer vs delta patch", ""]
+        lines += [patches] if isinstance(patches, str) else delta_table(patches)
     return "\n".join(lines) + "\n"
+
+
+def delta_table(cases: list[dict[str, Any]]) -> list[str]:
+    lines = ["| case | app | full layer (gzip) | patch | patch / app | patch / layer "
+             "| making the patch |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for c in cases:
+        lines.append(f"| {c['case']} | {c['app']} B | {c['layer']} B | {c['patch']} B "
+                     f"| {c['patch'] / c['app']:.1%} | {c['share_of_layer']:.1%} "
+                     f"| {c['make_seconds'] * 1000:.1f} ms |")
+    return [*lines, "", "- An app over OTA is the whole app (patch / app); the registry's "
+            "layer is the app gzipped (patch / layer). The example's patches are mostly the "
+            "64-byte header."]
 
 
 def wire_table(wire: dict[str, Any]) -> list[str]:
