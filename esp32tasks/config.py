@@ -201,6 +201,9 @@ class DeltaConfig:
     """Released versions of this project to make patches from (their apps, from the store)."""
     max_ratio: float = 0.9
     """A patch not smaller than this share of the full app is not published."""
+    latest: int = 0
+    """Also the N newest releases in the store older than this version (found when the
+    patches are made)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -524,7 +527,7 @@ class _Reader:
                        registry=registry, store=store, keys=keys, delta=delta)
 
     def delta(self, data: dict[str, Any]) -> DeltaConfig | None:
-        table = self.table(data, "delta", "", ("bases", "max_ratio"))
+        table = self.table(data, "delta", "", ("bases", "latest", "max_ratio"))
         if table is None:
             return None
         bases = self.strings(table, "bases", "delta")
@@ -532,14 +535,18 @@ class _Reader:
             problem = version_problem(base)
             if problem is not None:
                 self.fail("delta.bases", problem)
-        if not bases:
-            self.fail("delta.bases", 'missing or empty; list the released versions devices '
-                      'update from, e.g. bases = ["1.0.0"]')
+        latest = self.get(table, "latest", "delta", int, 0)
+        if latest is not None and not 0 <= latest <= 20:
+            self.fail("delta.latest", f"{latest} is out of range; use 0 to 20 releases")
+        if not bases and not latest:
+            self.fail("delta", 'no bases; list the released versions devices update from '
+                      '(bases = ["1.0.0"]) and/or take the newest from the store (latest = 2)')
         ratio = self.get(table, "max_ratio", "delta", float, 0.9)
         if ratio is not None and not 0 < ratio <= 1:
             self.fail("delta.max_ratio", f"{ratio} is out of range; use a share of the app "
                       "above 0 and at most 1 (e.g. 0.9)")
-        return DeltaConfig(bases=tuple(dict.fromkeys(bases)), max_ratio=ratio or 0.9)
+        return DeltaConfig(bases=tuple(dict.fromkeys(bases)), max_ratio=ratio or 0.9,
+                           latest=latest or 0)
 
     def signing_keys(self, data: dict[str, Any], targets: tuple[Target, ...]) -> \
             tuple[Key, ...]:

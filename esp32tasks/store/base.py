@@ -44,6 +44,11 @@ class Store(Protocol):
         keys in ``overwrite`` with ``check=False``."""
         ...
 
+    def directories(self, prefix: str) -> list[str]:
+        """The names directly under ``prefix`` (``a/`` of ``a/b``), sorted; none when
+        nothing is there."""
+        ...
+
     def get_bytes(self, key: str) -> bytes | None:
         """The object's bytes, or None when there is none."""
         ...

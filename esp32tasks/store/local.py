@@ -36,6 +36,12 @@ class DirStore:
         return [self.put_file(key, path, sha256, check=key not in overwrite)
                 for key, path, sha256 in files]
 
+    def directories(self, prefix: str) -> list[str]:
+        try:
+            return sorted(p.name for p in (self.root / prefix).iterdir() if p.is_dir())
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
     def get_bytes(self, key: str) -> bytes | None:
         try:
             return (self.root / key).read_bytes()

@@ -57,7 +57,8 @@ def make(plan: Plan, delta: Delta) -> None:
     out.mkdir(parents=True, exist_ok=True)
     patches: list[PatchRecord] = []
     skipped: list[tuple[str, str]] = []
-    for base, manifest_key in delta.base_manifests:
+    latest = 0 if config is None else config.latest
+    for base, manifest_key in [*delta.base_manifests, *_latest(store, plan, delta, latest)]:
         found = _base_app(store, delta, base, manifest_key, out)
         base_app = found.data
         made = patching.make(base_app, new, base_label=f"{delta.name} {base}",
@@ -79,6 +80,34 @@ class _Base(NamedTuple):
     data: bytes
     manifest: str
     """The base image's manifest digest ("" when its release.json names none)."""
+
+
+def _latest(store: Store, plan: Plan, delta: Delta, count: int) -> list[tuple[str, str]]:
+    """``[delta] latest``: (version, release.json key) of the ``count`` newest releases of
+    this project in the store, older than this one and not already among the bases. A
+    directory without a release.json (a key's variant, a release never finished) is none."""
+    from esp32tasks.plan import DIRTY
+    from esp32tasks.version import parse as parse_version
+
+    if count == 0:
+        return []
+    project = plan.release.project
+    ours = plan.version.order()
+    found = []
+    for name in store.directories(f"{project.name}/"):
+        version = name.removeprefix(f"{project.app_type}-")
+        parsed = parse_version(version)
+        if version == name or name.endswith(DIRTY) or version in delta.bases \
+                or parsed is None or not parsed.order() < ours:
+            continue
+        found.append((parsed.order(), version, f"{project.name}/{name}/release.json"))
+    picked: list[tuple[str, str]] = []
+    for _, version, key in sorted(found, reverse=True):
+        if len(picked) == count:
+            break
+        if store.get_bytes(key) is not None:
+            picked.append((version, key))
+    return picked
 
 
 def _record(root: Path, path: Path, base: str, found: _Base,

@@ -241,6 +241,17 @@ class S3Store:
             raise
         return [i in transfers for i in range(len(files))]
 
+    def directories(self, prefix: str) -> list[str]:
+        found: list[str] = []
+        base = self.prefix + prefix
+        with self._errors(prefix, "LIST"):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=base, Delimiter="/")
+            for page in pages:
+                found += [str(p["Prefix"])[len(base):].rstrip("/")
+                          for p in page.get("CommonPrefixes", [])]
+        return sorted(found)
+
     def get_bytes(self, key: str) -> bytes | None:
         try:
             with self._errors(key, "GET"):

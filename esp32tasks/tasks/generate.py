@@ -271,15 +271,21 @@ def delta_tasks(s: Session, doc: str | None) -> Iterator[Task]:
     for delta in p.deltas:
         yield _producer(
             s, basename="delta", name=delta.name,
-            doc=f"delta OTA patches of {delta.name}'s app from {', '.join(delta.bases)}",
+            doc=f"delta OTA patches of {delta.name}'s app from "
+                f"{_bases(delta.bases, 0 if config is None else config.latest)}",
             action=Action(patches.make, p, delta),
             file_dep=[str(delta.step.app_receipt)],
             receipts=[(delta.receipt, "delta")],
             settings={"bases": list(delta.base_manifests), "store": store.url,
                       "endpoint": store.endpoint_url,
-                      "max_ratio": None if config is None else config.max_ratio},
+                      "max_ratio": None if config is None else config.max_ratio,
+                      "latest": None if config is None else config.latest},
             present=OutputsPresent(patches.present, p.release.root, delta),
             clean=[Action(rmtree, p.release.root / delta.dir)])
+
+
+def _bases(bases: tuple[str, ...], latest: int) -> str:
+    return ", ".join([*bases, *([f"the {latest} newest in the store"] if latest else [])])
 
 
 def _delta_receipt(p: Plan, step: Step) -> list[str]:

@@ -68,6 +68,18 @@ def test_a_patch_from_the_last_release_makes_the_new_app(
     assert repo.doit("release").executed == []
     assert s3_proxy.snapshot() == []
 
+    # latest = 2: the newest releases older than this one, found in the store (1.0.0 only;
+    # hello-1.0.1 is this release)
+    repo.write("targets.toml", repo.read("targets.toml").replace(
+        'bases = ["1.0.0"]', "latest = 2"))
+    repo.commit("patches from the newest releases")
+    repo.env["ESP32TASKS_FORCE"] = "1"  # release.json of 1.0.1 names the new commit
+    repo.doit("release")
+    del repo.env["ESP32TASKS_FORCE"]
+    assert [p.base for p in receipt(repo, "delta-esp32c3", DeltaReceipt).patches] == ["1.0.0"]
+    repo.write("targets.toml", repo.read("targets.toml").replace(
+        "latest = 2", 'bases = ["1.0.0"]'))
+
     # a base that was never released is one line naming it and the fix
     repo.write("targets.toml", repo.read("targets.toml").replace(
         'bases = ["1.0.0"]', 'bases = ["1.0.0", "0.9.0"]'))

@@ -239,10 +239,14 @@ def test_delta_config_problems(root: Path) -> None:
         "cannot hold; drop it or make it a pre-release (e.g. 1.4.0-rc.1)",
         "targets.toml: delta.max_ratio: 1.5 is out of range; use a share of the app above 0 "
         "and at most 1 (e.g. 0.9)"]
-    assert problems(root, "[delta]\nlatest = 2\n") == [
-        "targets.toml: delta.latest: unknown key; allowed: bases, max_ratio",
-        'targets.toml: delta.bases: missing or empty; list the released versions devices '
-        'update from, e.g. bases = ["1.0.0"]']
+    assert problems(root, "[delta]\nlatest = 21\n") == [
+        "targets.toml: delta.latest: 21 is out of range; use 0 to 20 releases"]
+    assert problems(root, "[delta]\nmax_ratio = 0.5\n") == [
+        'targets.toml: delta: no bases; list the released versions devices update from '
+        '(bases = ["1.0.0"]) and/or take the newest from the store (latest = 2)']
+    latest = parse(BASE + "[delta]\nlatest = 2\n", root / "targets.toml").delta
+    assert latest is not None
+    assert (latest.bases, latest.latest) == ((), 2)
     with pytest.raises(ConfigError) as info:
         expand(parse(BASE + '[delta]\nbases = ["1.0.0"]\n', root / "targets.toml"), GIT)
     assert info.value.problems == ["targets.toml: delta.bases: '1.0.0' is this release's own "

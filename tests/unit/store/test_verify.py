@@ -156,6 +156,9 @@ class Recording:
     def put_bytes(self, key: str, data: bytes, *, check: bool = True) -> bool:
         raise AssertionError("an upload sends files")
 
+    def directories(self, prefix: str) -> list[str]:
+        raise AssertionError("an upload lists nothing")
+
 
 def test_read_back_hashes_what_the_store_holds() -> None:
     store = Recording({f"k{i}": bytes([i]) for i in range(20)})
