@@ -26,7 +26,8 @@ from esp32tasks.registry.client import Client, shared
 if TYPE_CHECKING:
     from esp32tasks.receipts import Descriptor, PatchRecord
 
-__all__ = ["BASE_MANIFEST", "BASE_SHA256", "BASE_VERSION", "push_patches", "referrers"]
+__all__ = ["BASE_MANIFEST", "BASE_SHA256", "BASE_VERSION", "pull_app", "push_patches",
+           "referrers"]
 
 BASE_VERSION: Final = "dev.esp32tasks.delta.base-version"
 BASE_SHA256: Final = "dev.esp32tasks.delta.base-sha256"
@@ -113,6 +114,21 @@ def _merge_fallback(client: Client, subject: str,
             merged = found.data
     if merged is not None and merged != current:
         client.put_manifest(tag, oci.Blob(oci.INDEX_MEDIA_TYPE, merged))
+
+
+def pull_app(root: Path, config: RegistryConfig, digest: str) -> bytes | None:
+    """The file under ``firmware/`` in the image ``digest`` (None: no such image), as
+    esp32-flashjob takes it: a base app the store no longer holds."""
+    from esp32tasks.registry.verify import firmware_in_layer
+
+    client = shared(config, root)
+    if client.manifest_digest(digest) is None:
+        return None
+    layers = json.loads(client.get_manifest(digest)[1]).get("layers") or []
+    if len(layers) != 1:
+        return None
+    found = firmware_in_layer(client.get_blob(str(layers[0].get("digest"))))
+    return None if found is None else found[1]
 
 
 def referrers(client: Client, subject: str) -> list[dict[str, Any]]:

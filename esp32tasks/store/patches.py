@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from esp32tasks import delta as patching
     from esp32tasks.receipts import PatchRecord
 
-__all__ = ["make", "present"]
+__all__ = ["Pull", "make", "present"]
 
 
 def present(root: Path, delta: Delta) -> bool:
@@ -39,8 +40,14 @@ def present(root: Path, delta: Delta) -> bool:
         return False
 
 
-def make(plan: Plan, delta: Delta) -> None:
-    """Write every base's patch for ``delta.step``'s app, and the delta receipt."""
+#: The app a per-target image holds, by the image's manifest digest (None: not there).
+Pull = Callable[[str], "bytes | None"]
+
+
+def make(plan: Plan, delta: Delta, pull: Pull | None = None) -> None:
+    """Write every base's patch for ``delta.step``'s app, and the delta receipt. ``pull``
+    (with a registry) fetches a base's app by the image digest its release.json records,
+    when the store no longer holds the object."""
     from esp32tasks import delta as patching
     from esp32tasks.receipts import AppReceipt, DeltaReceipt, load, write
 
@@ -59,7 +66,7 @@ def make(plan: Plan, delta: Delta) -> None:
     skipped: list[tuple[str, str]] = []
     latest = 0 if config is None else config.latest
     for base, manifest_key in [*delta.base_manifests, *_latest(store, plan, delta, latest)]:
-        found = _base_app(store, delta, base, manifest_key, out)
+        found = _base_app(store, delta, base, manifest_key, out, pull)
         base_app = found.data
         made = patching.make(base_app, new, base_label=f"{delta.name} {base}",
                              new_label=app.path)
@@ -121,8 +128,8 @@ def _record(root: Path, path: Path, base: str, found: _Base,
                        ratio=round(made.ratio, 4))
 
 
-def _base_app(store: Store, delta: Delta, base: str, manifest_key: str,
-              out: Path) -> _Base:
+def _base_app(store: Store, delta: Delta, base: str, manifest_key: str,  # noqa: PLR0917
+              out: Path, pull: Pull | None) -> _Base:
     """(SHA-256, bytes) of the app ``base`` published for this step: from the cache in
     ``out`` when it holds those bytes, else from the store (checked by its SHA-256)."""
     where = store.describe(manifest_key)
@@ -149,6 +156,10 @@ def _base_app(store: Store, delta: Delta, base: str, manifest_key: str,
         return _Base(sha, cached.read_bytes(), digest)
     key = posixpath.normpath(posixpath.dirname(manifest_key) + "/" + str(app["path"]))
     got = store.get_bytes(key)
+    pushed = entry.get("registry")
+    if (got is None or hashlib.sha256(got).hexdigest() != sha) and pull is not None \
+            and isinstance(pushed, dict) and isinstance(pushed.get("digest"), str):
+        got = pull(pushed["digest"])  # the image the registry holds for that release
     if got is None or hashlib.sha256(got).hexdigest() != sha:
         state = "is missing" if got is None else "has other bytes than its release.json says"
         raise PublishError(f"delta:{delta.name}: {store.describe(key)} {state}; the base "

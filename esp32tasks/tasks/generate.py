@@ -12,6 +12,7 @@ Every action is an :class:`~esp32tasks.tasks.boundary.Action`: a plain function,
 
 from __future__ import annotations
 
+import functools
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
@@ -25,7 +26,7 @@ from esp32tasks.build import builders
 from esp32tasks.config import Key, RegistryConfig
 from esp32tasks.errors import Esp32TasksError, ReleaseRefused, VerifyFailed
 from esp32tasks.files import remove
-from esp32tasks.plan import Plan, Step, Variant
+from esp32tasks.plan import Delta, Plan, Step, Variant
 from esp32tasks.receiptfile import all_current
 from esp32tasks.registry import push, referrers
 from esp32tasks.registry import verify as registry_verify
@@ -273,7 +274,7 @@ def delta_tasks(s: Session, doc: str | None) -> Iterator[Task]:
             s, basename="delta", name=delta.name,
             doc=f"delta OTA patches of {delta.name}'s app from "
                 f"{_bases(delta.bases, 0 if config is None else config.latest)}",
-            action=Action(patches.make, p, delta),
+            action=Action(make_patches, p, delta, p.release.registry),
             file_dep=[str(delta.step.app_receipt)],
             receipts=[(delta.receipt, "delta")],
             settings={"bases": list(delta.base_manifests), "store": store.url,
@@ -282,6 +283,14 @@ def delta_tasks(s: Session, doc: str | None) -> Iterator[Task]:
                       "latest": None if config is None else config.latest},
             present=OutputsPresent(patches.present, p.release.root, delta),
             clean=[Action(rmtree, p.release.root / delta.dir)])
+
+
+def make_patches(plan: Plan, delta: Delta, registry: RegistryConfig | None) -> None:
+    """The ``delta:<t>`` action: the store's patches action, pulling a base app the store
+    lost from the registry when one is configured."""
+    pull = None if registry is None else functools.partial(referrers.pull_app,
+                                                          plan.release.root, registry)
+    patches.make(plan, delta, pull)
 
 
 def _bases(bases: tuple[str, ...], latest: int) -> str:
