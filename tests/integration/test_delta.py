@@ -89,6 +89,19 @@ def test_a_patch_from_the_last_release_makes_the_new_app(
     assert "base 0.9.0 has no " in failed.stderr
     assert "remove it from [delta] bases" in failed.stderr
 
+    # a patch not smaller than max_ratio of the app is left out, and the receipt says why
+    repo.write("targets.toml", repo.read("targets.toml").replace(
+        'bases = ["1.0.0", "0.9.0"]', 'bases = ["1.0.0"]\nmax_ratio = 0.05'))
+    repo.commit("only patches under 5 %")
+    repo.env["ESP32TASKS_FORCE"] = "1"
+    repo.doit("release")
+    made = receipt(repo, "delta-esp32c3", DeltaReceipt)
+    assert made.patches == ()
+    [(base, why)] = made.skipped
+    assert base == "1.0.0"
+    assert why.endswith("of the app, not below max_ratio 5%")
+    assert release_json(s3_server, bucket, "1.0.1")["targets"]["esp32c3"]["delta"] == []
+
 
 def blob(registry: RegistryServer, digest: str) -> bytes:
     connection = http.client.HTTPConnection(registry.host, timeout=10)
