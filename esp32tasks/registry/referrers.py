@@ -26,8 +26,8 @@ from esp32tasks.registry.client import Client, shared
 if TYPE_CHECKING:
     from esp32tasks.receipts import Descriptor, PatchRecord
 
-__all__ = ["BASE_MANIFEST", "BASE_SHA256", "BASE_VERSION", "pull_app", "push_patches",
-           "referrers"]
+__all__ = ["BASE_MANIFEST", "BASE_SHA256", "BASE_VERSION", "firmware_in_layer", "pull_app",
+           "push_patches", "referrers"]
 
 BASE_VERSION: Final = "dev.esp32tasks.delta.base-version"
 BASE_SHA256: Final = "dev.esp32tasks.delta.base-sha256"
@@ -116,11 +116,25 @@ def _merge_fallback(client: Client, subject: str,
         client.put_manifest(tag, oci.Blob(oci.INDEX_MEDIA_TYPE, merged))
 
 
+def firmware_in_layer(layer: bytes) -> tuple[str, bytes] | None:
+    """The first regular file whose path contains "firmware" (what the consumer flashes)."""
+    import gzip
+    import io
+    import tarfile
+
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(layer)), mode="r:") as tar:
+        for member in tar:
+            if member.isfile() and "firmware" in member.name:
+                extracted = tar.extractfile(member)
+                if extracted is None:
+                    return None
+                return member.name, extracted.read()
+    return None
+
+
 def pull_app(root: Path, config: RegistryConfig, digest: str) -> bytes | None:
     """The file under ``firmware/`` in the image ``digest`` (None: no such image), as
     esp32-flashjob takes it: a base app the store no longer holds."""
-    from esp32tasks.registry.verify import firmware_in_layer
-
     client = shared(config, root)
     if client.manifest_digest(digest) is None:
         return None

@@ -19,6 +19,7 @@ from esp32tasks.config import RegistryConfig
 from esp32tasks.errors import ConfigError, PublishError, VerifyFailed
 from esp32tasks.plan import Delta, Plan, Variant
 from esp32tasks.registry.client import Client
+from esp32tasks.registry.referrers import firmware_in_layer
 
 if TYPE_CHECKING:
     from esp32tasks.receipts import ImageReceipt
@@ -32,22 +33,6 @@ PUSH_AGAIN = "`doit forget push push-index && doit release`"
 def push_again(variant: Variant) -> str:
     """:data:`PUSH_AGAIN` for one variant (its index task is ``push-index@<key>``)."""
     return PUSH_AGAIN.replace("push-index", variant.push_index_task)
-
-
-def firmware_in_layer(layer: bytes) -> tuple[str, bytes] | None:
-    """The first regular file whose path contains "firmware" (what the consumer flashes)."""
-    import gzip
-    import io
-    import tarfile
-
-    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(layer)), mode="r:") as tar:
-        for member in tar:
-            if member.isfile() and "firmware" in member.name:
-                extracted = tar.extractfile(member)
-                if extracted is None:
-                    return None
-                return member.name, extracted.read()
-    return None
 
 
 #: A check of the app a device would flash: a problem, or None (e.g. its signature).
