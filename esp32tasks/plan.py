@@ -230,6 +230,14 @@ class Plan:
     def channels(self) -> tuple[Channel, ...]:
         return tuple(c for v in self.variants for c in v.channels)
 
+    def build_of(self, step: Step) -> Step:
+        """The unsigned build step a (signed) step is made from."""
+        return next(s for s in self.steps if s.target.name == step.target.name)
+
+    def delta_of(self, step: Step) -> Delta | None:
+        """The published step's patches, with ``[delta]``."""
+        return next((d for d in self.deltas if d.step == step), None)
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Channel:

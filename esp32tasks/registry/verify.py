@@ -176,7 +176,7 @@ def _verify_variant(plan: Plan, variant: Variant, config: RegistryConfig, client
         image = load(root / step.image_receipt, ImageReceipt, step.image_receipt.as_posix())
         try:
             problems = check_target(client, index, step.target.name, image, check)
-            delta = next((d for d in plan.deltas if d.step == step), None)
+            delta = plan.delta_of(step)
             if delta is not None:
                 problems += patch_problems(plan, delta, client, image)
         except PublishError as exc:

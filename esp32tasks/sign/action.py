@@ -48,10 +48,6 @@ def public_pem(key: Key, root: Path) -> bytes:
     return keys.load(key, root, os.environ).public_pem
 
 
-def _unsigned(plan: Plan, step: Step) -> Step:
-    return next(s for s in plan.steps if s.target.name == step.target.name)
-
-
 def sign(plan: Plan, step: Step) -> None:
     """Sign ``step``'s target with ``step.key``; write its build and app receipts."""
     from esp32tasks.receipts import AppReceipt, BuildReceipt, load, write
@@ -60,7 +56,7 @@ def sign(plan: Plan, step: Step) -> None:
     key, signed_dir = step.signing
     root = plan.release.root
     remove(root / step.build_receipt, root / step.app_receipt)
-    unsigned = _unsigned(plan, step)
+    unsigned = plan.build_of(step)
     built = load(root / unsigned.build_receipt, BuildReceipt,
                  unsigned.build_receipt.as_posix())
     app = load(root / unsigned.app_receipt, AppReceipt, unsigned.app_receipt.as_posix())

@@ -224,7 +224,9 @@ def _targets(plan: Plan, variant: Variant, inputs: Inputs) -> dict[str, Any]:
 def _patches(plan: Plan, step: Step, facts: TargetInputs,
              uploaded: Mapping[str, str]) -> list[dict[str, Any]]:
     """The step's delta OTA patches, each as uploaded (base, size, SHA-256, ratio)."""
-    delta = next(d for d in plan.deltas if d.step == step)
+    delta = plan.delta_of(step)
+    if delta is None:  # called only for a step with a delta receipt: a bug
+        raise ValueError(f"{step.name} has no delta step")
     made = facts.delta
     if made is None or made.app_sha256 != facts.image.firmware.sha256:
         raise _Mismatch(delta.receipt, f"{delta.receipt} is not of the app in "

@@ -97,7 +97,9 @@ def _changed(plan: Plan, step: Step, artifact: Artifact | PatchRecord) -> Publis
     root = plan.release.root
     if not isinstance(artifact, PatchRecord):
         return artifact_changed(root, step, artifact.path)
-    delta = next(d for d in plan.deltas if d.step == step)
+    delta = plan.delta_of(step)
+    if delta is None:  # a patch comes from a delta receipt: a bug
+        raise ValueError(f"{step.name} has no delta step")
     remove(root / delta.receipt)
     return PublishError(f"{artifact.path} changed after it was made; run `doit release` "
                         f"again: delta:{delta.name} runs first")
@@ -107,7 +109,7 @@ def _patches(plan: Plan, step: Step) -> list[tuple[str, PatchRecord]]:
     """(key, patch) of the step's delta OTA patches, with ``[delta]``."""
     from esp32tasks.receipts import DeltaReceipt, load
 
-    delta = next((d for d in plan.deltas if d.step == step), None)
+    delta = plan.delta_of(step)
     if delta is None:
         return []
     made = load(plan.release.root / delta.receipt, DeltaReceipt, delta.receipt.as_posix())

@@ -160,7 +160,7 @@ def sign_tasks(s: Session, doc: str | None) -> Iterator[Task]:
     p = s.plan
     for step in p.signed:
         key, signed_dir = step.signing
-        unsigned = next(b for b in p.steps if b.target.name == step.target.name)
+        unsigned = p.build_of(step)
         yield _producer(
             s, basename="sign", name=step.name,
             doc=f"sign {step.target.name}'s app{_and_bootloader(key.scheme)} with key "
@@ -298,7 +298,8 @@ def _bases(bases: tuple[str, ...], latest: int) -> str:
 
 
 def _delta_receipt(p: Plan, step: Step) -> list[str]:
-    return [str(d.receipt) for d in p.deltas if d.step == step]
+    delta = p.delta_of(step)
+    return [] if delta is None else [str(delta.receipt)]
 
 
 def upload_tasks(s: Session, doc: str | None) -> Iterator[Task]:
