@@ -38,6 +38,7 @@ __all__ = [
     "PLACEHOLDERS",
     "VARIABLES",
     "Builder",
+    "CacheConfig",
     "Chip",
     "Login",
     "Project",
@@ -46,6 +47,7 @@ __all__ = [
     "StoreConfig",
     "Target",
     "apply_overrides",
+    "cache_url_problem",
     "channel_problem",
     "load",
     "parse",
@@ -259,6 +261,24 @@ class StoreConfig:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class CacheConfig:
+    """``[cache]``: the remote build cache, shared by runners (a ``store`` of its own)."""
+
+    store: StoreConfig
+    """Where entries and blobs live: ``s3://bucket/prefix`` (with ``[store]``'s endpoint and
+    credential rules) or an absolute directory."""
+    toolchain: str = ""
+    """The toolchain's declared identity (a version string, a container image digest):
+    instead of hashing the toolchain programs' content."""
+    write: bool = False
+    """``ESP32TASKS_CACHE_WRITE``: upload after a compile (trusted branches only)."""
+    key: bytes = field(default=b"", repr=False)
+    """``ESP32TASKS_CACHE_KEY``: entries carry an HMAC-SHA256 under it, and only entries
+    with a valid one are used."""
+    source: str = "[cache] url in targets.toml"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Release:
     path: Path
     """The ``targets.toml`` this was read from."""
@@ -271,6 +291,14 @@ class Release:
     """Secure Boot keys: each signs its targets into a variant of the release."""
     delta: DeltaConfig | None = None
     """Delta OTA patches, with ``[delta]``."""
+    cache: CacheConfig | None = None
+    """The remote build cache, with ``[cache]`` (or ``ESP32TASKS_CACHE``)."""
+    shard: tuple[str, ...] | None = None
+    """``targets=`` / ``ESP32TASKS_TARGETS``: this run is a shard that publishes only these
+    targets (and leaves their receipts in the store); None: every target."""
+    assemble: bool = False
+    """``doit publish-index``: build nothing, assemble the release from the shards'
+    receipts."""
     actor: str = ""
     """Who runs the release, where the CI says (``GITHUB_ACTOR``, ``GITLAB_USER_LOGIN``)."""
     step_summary: str = ""
@@ -293,6 +321,10 @@ VARIABLES: Final = (
     "ESP32TASKS_VERSION",             # [project] version
     "ESP32TASKS_CHANNEL",             # [project] channels
     "ESP32TASKS_FORCE_CHANNEL",       # [project] force_channel
+    "ESP32TASKS_TARGETS",             # this run's shard: the targets it publishes
+    "ESP32TASKS_CACHE",               # [cache] url
+    "ESP32TASKS_CACHE_WRITE",         # upload to the build cache (trusted branches)
+    "ESP32TASKS_CACHE_KEY",           # the build cache's HMAC key (never printed or stored)
 )
 #: ``doit release <name>=<value>`` parameters; each beats its variable.
 #: What a ``sign_command`` gets in its environment (set by us, never read: README.md,
@@ -300,7 +332,7 @@ VARIABLES: Final = (
 SIGNER_VARIABLES: Final = ("ESP32TASKS_SIGN_KEY", "ESP32TASKS_SIGN_SCHEME",
                            "ESP32TASKS_SIGN_DIGEST", "ESP32TASKS_SIGN_TARGET")
 
-CLI_PARAMETERS: Final = ("registry", "version", "channel")
+CLI_PARAMETERS: Final = ("registry", "version", "channel", "targets")
 #: A channel's name: ``<app_type>-<channel>`` is a moving index tag.
 _CHANNEL = re.compile(r"[a-z][a-z0-9]*")
 #: Names a channel cannot take (``-dirty`` marks an uncommitted tree's names).
@@ -511,7 +543,7 @@ class _Reader:
 
     def release(self, data: dict[str, Any]) -> Release | None:
         self.keys(data, "", ("project", "builder", "targets", "registry", "store", "keys",
-                             "delta"))
+                             "delta", "cache"))
         project = self.project(data)
         builder = self.builder(data)
         targets = self.targets(data, project)
@@ -519,12 +551,33 @@ class _Reader:
         store = self.store(data)
         keys = self.signing_keys(data, targets)
         delta = self.delta(data)
+        cache = self.cache(data)
         if project is not None:
             self.inside_repository(project, builder, targets, store)
         if project is None or builder is None or self.problems:
             return None
         return Release(path=self.path, project=project, builder=builder, targets=targets,
-                       registry=registry, store=store, keys=keys, delta=delta)
+                       registry=registry, store=store, keys=keys, delta=delta, cache=cache)
+
+    def cache(self, data: dict[str, Any]) -> CacheConfig | None:
+        table = self.table(data, "cache", "", ("url", "endpoint_url", "region", "toolchain"))
+        if table is None:
+            return None
+        url = self.get(table, "url", "cache", str, required=True) or ""
+        endpoint = self.get(table, "endpoint_url", "cache", str)
+        region = self.get(table, "region", "cache", str)
+        toolchain = self.get(table, "toolchain", "cache", str, "") or ""
+        if endpoint is not None and not endpoint.startswith(("http://", "https://")):
+            self.fail("cache.endpoint_url", f"'{endpoint}' must start with http:// or https://")
+        if url:
+            problem = cache_url_problem(url)
+            if problem is not None:
+                self.fail("cache.url", problem)
+        if toolchain and (len(toolchain) > 200 or not toolchain.isprintable()):
+            self.fail("cache.toolchain", "must be one printable line of at most 200 "
+                      "characters (a version string or an image digest)")
+        return CacheConfig(store=StoreConfig(url=url, endpoint_url=endpoint, region=region),
+                           toolchain=toolchain)
 
     def delta(self, data: dict[str, Any]) -> DeltaConfig | None:
         table = self.table(data, "delta", "", ("bases", "latest", "max_ratio"))
@@ -896,15 +949,18 @@ def apply_overrides(release: Release, environ: Mapping[str, str],
     allow_dirty = flag("ESP32TASKS_ALLOW_DIRTY")
     insecure = flag("ESP32TASKS_REGISTRY_INSECURE")
     force_channel = flag("ESP32TASKS_FORCE_CHANNEL")
+    cache_write = flag("ESP32TASKS_CACHE_WRITE")
     project = _project_overrides(release.project, environ, cli, problems)
+    cache = _cache_overrides(release.cache, environ, cache_write, problems)
+    shard = _shard(release, environ, cli, problems)
     if allow_dirty is not None:
         project = replace(project, allow_dirty=allow_dirty)
     elif release.registry is not None and release.registry.allow_dirty:
         project = replace(project, allow_dirty=True)  # [registry] allow_dirty, as before
     if force_channel is not None:
         project = replace(project, force_channel=force_channel)
-    release = replace(release, project=project, actor=_actor(environ),
-                      step_summary=environ.get("GITHUB_STEP_SUMMARY", ""))
+    release = replace(release, project=project, actor=_actor(environ), cache=cache,
+                      shard=shard, step_summary=environ.get("GITHUB_STEP_SUMMARY", ""))
     registry = release.registry
     cli_repository = cli.get("registry") or None
     env_repository = environ.get("ESP32TASKS_REGISTRY") or None
@@ -962,6 +1018,66 @@ def _project_overrides(project: Project, environ: Mapping[str, str],
         if not bad:
             project = replace(project, channels=channels, channels_source=shown)
     return project
+
+
+def cache_url_problem(url: str) -> str | None:
+    """``[cache] url``: an S3 URL, or an absolute directory that the checkouts of one
+    machine share (never inside a checkout: it would be a source)."""
+    if url.startswith("s3://"):
+        bucket = url[5:].split("/", 1)[0]
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+            return (f"'{bucket}' is not a valid S3 bucket name (3 to 63 lower-case letters, "
+                    "digits, '.' and '-')")
+        return None
+    if "://" in url:
+        return f"'{url}': only s3:// URLs and absolute directories are supported"
+    if not Path(url).is_absolute():
+        return (f"'{url}' must be an s3:// URL or an absolute directory shared by the "
+                "checkouts of this machine (e.g. /var/cache/esp32tasks)")
+    return None
+
+
+def _cache_overrides(cache: CacheConfig | None, environ: Mapping[str, str],
+                     write: bool | None, problems: list[str]) -> CacheConfig | None:
+    """``ESP32TASKS_CACHE`` beats ``[cache] url``; ``..._WRITE`` and ``..._KEY`` are only
+    variables (a CI sets them per branch)."""
+    url = environ.get("ESP32TASKS_CACHE") or None
+    if url is not None:
+        problem = cache_url_problem(url)
+        if problem is not None:
+            problems.append(f"ESP32TASKS_CACHE={url}: {problem}")
+            return cache
+        store = StoreConfig(url=url) if cache is None else replace(cache.store, url=url)
+        cache = CacheConfig(store=store, source="ESP32TASKS_CACHE") if cache is None else \
+            replace(cache, store=store, source="ESP32TASKS_CACHE")
+    if cache is None:
+        return None
+    key = environ.get("ESP32TASKS_CACHE_KEY") or ""
+    return replace(cache, write=bool(write), key=key.encode())
+
+
+def _shard(release: Release, environ: Mapping[str, str], cli: Mapping[str, str | None],
+           problems: list[str]) -> tuple[str, ...] | None:
+    """``targets=`` beats ``ESP32TASKS_TARGETS``: comma-separated names of targets.toml's
+    targets, in its order."""
+    value = cli.get("targets") or None
+    shown = f"doit release targets={value}"
+    if value is None:
+        value = environ.get("ESP32TASKS_TARGETS") or None
+        shown = f"ESP32TASKS_TARGETS={value}"
+    if value is None:
+        return None
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    known = [t.name for t in release.targets]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        problems.append(f"{shown}: no target {', '.join(repr(n) for n in unknown)} in "
+                        f"{release.path.name} (its targets: {', '.join(known)})")
+        return None
+    if not names:
+        problems.append(f"{shown}: names no target; list some of {', '.join(known)}")
+        return None
+    return tuple(n for n in known if n in names)
 
 
 def _actor(environ: Mapping[str, str]) -> str:

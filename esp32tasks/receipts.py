@@ -48,6 +48,8 @@ __all__ = [
     "Receipt",
     "StoredObject",
     "UploadReceipt",
+    "decode",
+    "encode",
     "load",
     "read",
     "write",
@@ -269,16 +271,29 @@ class PushIndexReceipt(Receipt):
 def write(path: Path, receipt: Receipt) -> None:
     """Stable JSON (sorted keys), so equal facts give byte-equal files and doit sees no
     change."""
+    write_atomic(path, encode(receipt))
+
+
+def encode(receipt: Receipt) -> bytes:
+    """A receipt file's bytes."""
     data = {"kind": receipt.KIND, "schema": SCHEMAS[receipt.KIND], **_encode(receipt)}
-    write_atomic(path, json.dumps(data, indent=2, sort_keys=True).encode() + b"\n")
+    return json.dumps(data, indent=2, sort_keys=True).encode() + b"\n"
 
 
 def read(path: Path, kind: type[R]) -> R | None:
     """The receipt at ``path``, or None when it is stale (missing, unreadable, another kind
     or schema, the wrong shape)."""
     try:
-        data = json.loads(path.read_bytes())
-    except (OSError, ValueError):
+        return decode(path.read_bytes(), kind)
+    except OSError:
+        return None
+
+
+def decode(raw: bytes, kind: type[R]) -> R | None:
+    """:func:`read` of a receipt file's bytes (one from the build cache, or a shard's)."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
         return None
     if not isinstance(data, dict) or data.get("kind") != kind.KIND \
             or not has_schema(data, kind.KIND):

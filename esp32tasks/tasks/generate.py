@@ -33,7 +33,7 @@ from esp32tasks.registry import verify as registry_verify
 from esp32tasks.sign import action as sign_action
 from esp32tasks.store import manifest, patches, upload
 from esp32tasks.store import verify as store_verify
-from esp32tasks.tasks import channels
+from esp32tasks.tasks import cached, channels
 from esp32tasks.tasks.boundary import Action
 from esp32tasks.tasks.session import Session
 
@@ -146,7 +146,8 @@ def build_tasks(s: Session, doc: str | None) -> Iterator[Task]:
             s, basename="build", name=step.name,
             doc=f"build the app for {step.name} (chip {step.target.chip}) into "
                 f"{step.build_dir}",
-            action=Action(build_action.build, release, step),
+            action=Action(build_action.build, release, step) if release.cache is None else
+            Action(cached.build, release, step, s.toolchain),
             file_dep=[*step.sources, *s.toolchain],
             outputs=[f"{step.build_dir}/{n}" for n in builders.CONTRACT_FILES],
             receipts=[(step.build_receipt, "build"), (step.app_receipt, "app")],
@@ -165,7 +166,8 @@ def sign_tasks(s: Session, doc: str | None) -> Iterator[Task]:
             s, basename="sign", name=step.name,
             doc=f"sign {step.target.name}'s app{_and_bootloader(key.scheme)} with key "
                 f"{key.name} ({key.scheme}) into {signed_dir}",
-            action=Action(sign_action.sign, p, step),
+            action=Action(sign_action.sign, p, step) if p.release.cache is None else
+            Action(cached.sign, p, step, s.fingerprint(key)),
             file_dep=[str(unsigned.build_receipt), str(unsigned.app_receipt),
                       *([key.public_key.as_posix()] if key.public_key is not None else [])],
             receipts=[(step.build_receipt, "build"), (step.app_receipt, "app")],

@@ -400,8 +400,9 @@ def test_every_variable_is_listed_once() -> None:
             "ESP32TASKS_REGISTRY_CA_BUNDLE", "ESP32TASKS_REGISTRY_USER",
             "ESP32TASKS_REGISTRY_PASSWORD", "ESP32TASKS_ALLOW_DIRTY",
             "ESP32TASKS_FORCE", "ESP32TASKS_VERSION", "ESP32TASKS_CHANNEL",
-            "ESP32TASKS_FORCE_CHANNEL"} == set(names)
-    assert CLI_PARAMETERS == ("registry", "version", "channel")
+            "ESP32TASKS_FORCE_CHANNEL", "ESP32TASKS_TARGETS", "ESP32TASKS_CACHE",
+            "ESP32TASKS_CACHE_WRITE", "ESP32TASKS_CACHE_KEY"} == set(names)
+    assert CLI_PARAMETERS == ("registry", "version", "channel", "targets")
 
 
 def test_version_and_channels_come_from_the_command_line_then_variables_then_the_file(
