@@ -49,6 +49,8 @@ STATE_FILE = (BUILD_DIR / "doit-state.sqlite3").as_posix()
 GIT_CACHE = BUILD_DIR / "gitstate.json"
 #: The store directory when targets.toml names none.
 STORE_DIR = PurePosixPath(DEFAULT_STORE)
+#: The store directory (under the release's prefix) where shards leave their receipts.
+SHARDS: Final = "shards"
 #: What else lives in build/ beside the targets' build dirs: the state's lock
 #: (tasks.state) and sqlite's rollback journal. A target of one of these names would build
 #: into (and `doit clean` would delete) esp32tasks' own files.
@@ -230,6 +232,50 @@ class Plan:
     def channels(self) -> tuple[Channel, ...]:
         return tuple(c for v in self.variants for c in v.channels)
 
+    # -- shards: which steps this run makes (``targets=``), or none (``publish-index``) --
+
+    @property
+    def sharded(self) -> bool:
+        """A shard's run: it publishes its targets' images and artifacts, and leaves their
+        receipts in the store for ``doit publish-index`` (no index, release.json or
+        channel)."""
+        return self.release.shard is not None and not self.release.assemble
+
+    @property
+    def assembling(self) -> bool:
+        """``doit publish-index``: every index, release.json and channel, from the shards'
+        receipts; nothing is built here."""
+        return self.release.assemble
+
+    def here(self, target: str) -> bool:
+        """This run builds and publishes ``target`` itself."""
+        shard = self.release.shard
+        return not self.release.assemble and (shard is None or target in shard)
+
+    @property
+    def local_steps(self) -> tuple[Step, ...]:
+        return tuple(s for s in self.steps if self.here(s.target.name))
+
+    @property
+    def local_signed(self) -> tuple[Step, ...]:
+        return tuple(s for s in self.signed if self.here(s.target.name))
+
+    @property
+    def local_published(self) -> tuple[Step, ...]:
+        return tuple(s for s in self.published if self.here(s.target.name))
+
+    @property
+    def local_deltas(self) -> tuple[Delta, ...]:
+        return tuple(d for d in self.deltas if self.here(d.step.target.name))
+
+    def shard_key(self, step: Step) -> str:
+        """Where a shard leaves ``step``'s receipts in the store."""
+        return f"{self.release_prefix}{SHARDS}/{step.name}.json"
+
+    def share_receipt(self, step: Step) -> PurePosixPath:
+        """The local copy of what :meth:`shard_key` holds (the ``share:`` task's target)."""
+        return RECEIPTS / f"share-{step.name}.json"
+
     def build_of(self, step: Step) -> Step:
         """The unsigned build step a (signed) step is made from."""
         return next(s for s in self.steps if s.target.name == step.target.name)
@@ -310,6 +356,8 @@ def expand(release: Release, git: GitState) -> Plan:
     # a dirty tree is never promoted: channels asked for stay (the preflight refuses them),
     # the defaults of targets.toml are left out
     names = () if git.dirty and not project.channels_source else project.channels
+    if release.shard is not None and not release.assemble:
+        names = ()  # a shard moves no channel: publish-index does, once every shard is in
     variants = []
     if not release.keys or project.publish_unsigned:
         variants.append(_variant(release, git, None, tuple(steps), names))

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from esp32tasks.files import write_atomic
-from esp32tasks.plan import BUILD_DIR, Plan, Variant
+from esp32tasks.plan import BUILD_DIR, Plan, Step, Variant
 
 __all__ = ["FILE", "FORMAT", "collect", "markdown", "nothing_changed", "text", "write"]
 
@@ -52,7 +52,7 @@ def digests(plan: Plan) -> dict[str, str | None]:
     """Each target's image digest now (read before the run, to see what changed)."""
     root = plan.release.root
     found: dict[str, str | None] = {}
-    for step in plan.published:
+    for step in _steps(plan):
         image = _load(root / step.image_receipt)
         digest = image.get("manifest", {}).get("digest") if image else None
         found[step.name] = digest if isinstance(digest, str) else None
@@ -65,7 +65,7 @@ def collect(plan: Plan, before: Mapping[str, str | None], ran: set[str],
     actions ran, ``sent`` the bytes each publishing task sent."""
     root = plan.release.root
     targets = []
-    for step in plan.published:
+    for step in _steps(plan):
         image = _load(root / step.image_receipt) or {}
         app = _load(root / step.app_receipt) or {}
         digest = image.get("manifest", {}).get("digest")
@@ -77,7 +77,7 @@ def collect(plan: Plan, before: Mapping[str, str | None], ran: set[str],
             "changed": digest is not None and digest != before.get(step.name),
             "sent": sent.get(f"push:{step.name}", 0) + sent.get(f"upload:{step.name}", 0),
         })
-    indexes = [_index(plan, variant) for variant in plan.variants]
+    indexes = [] if plan.sharded else [_index(plan, variant) for variant in plan.variants]
     store = plan.release.store
     return {
         "format": FORMAT,
@@ -85,13 +85,19 @@ def collect(plan: Plan, before: Mapping[str, str | None], ran: set[str],
         "snapshot": plan.snapshot,
         "dirty": plan.git.dirty,
         "revision": plan.git.revision,
-        "index": indexes[0],
+        "index": indexes[0] if indexes else None,
         "indexes": indexes,
+        "shard": list(plan.release.shard) if plan.sharded and plan.release.shard else None,
         "targets": targets,
         "channels": [c.task for c in plan.channels if f"channel:{c.task}" in ran],
         "store": f"{store.url.rstrip('/')}/{plan.release_prefix}",
         "sent": sum(sent.values()),
     }
+
+
+def _steps(plan: Plan) -> tuple[Step, ...]:
+    """The steps a run reports: a shard's own, else every published one."""
+    return plan.local_published if plan.sharded else plan.published
 
 
 def _index(plan: Plan, variant: Variant) -> dict[str, Any]:
@@ -141,7 +147,8 @@ def text(summary: Mapping[str, Any]) -> str:
 
 def markdown(summary: Mapping[str, Any]) -> str:
     """GitHub Actions' job summary."""
-    title = f"### {summary['index']['tag']}"
+    title = f"### {summary['index']['tag']}" if summary["index"] else \
+        f"### {summary['version']}, shard {', '.join(summary['shard'] or ())}"
     rows = [_HEADER, ["---"] * len(_HEADER), *_rows(summary)]
     table = ["| " + " | ".join(row) + " |" for row in rows]
     footer = [f"- {line}" for line in _footer(summary)]
@@ -150,6 +157,8 @@ def markdown(summary: Mapping[str, Any]) -> str:
 
 def nothing_changed(plan: Plan) -> str:
     """A no-op's one line: what a device pulls, as it stands (reads one receipt)."""
+    if plan.sharded:
+        return "nothing changed: shard " + ", ".join(s.tag for s in plan.local_published) + "\n"
     return "nothing changed: " + ", ".join(
         f"{index['reference']} ({_short(index['digest'])})"
         for index in (_index(plan, v) for v in plan.variants)) + "\n"

@@ -246,9 +246,35 @@ def preflight(plan: Plan, config: RegistryConfig) -> None:
     root = plan.release.root
     check_clean(plan, config, "images")
     for variant in plan.variants:
+        if plan.sharded:  # no index here: the one the tag holds must be of this commit
+            _shard_check(shared(config, root), plan, variant.index_tag)
+            continue
         index = load(root / variant.index_receipt, IndexReceipt,
                      variant.index_receipt.as_posix())
         _index_tag_target(shared(config, root), index.tag, index.index.digest)
+
+
+def _shard_check(client: Client, plan: Plan, tag: str) -> None:
+    """A shard's preflight: the version's index tag is free, or holds an index of this
+    very commit (publish-index would make the same one), else the release is refused
+    before the shard writes anything."""
+    config = client.config
+    current = client.manifest_digest(tag)
+    if current is None or _may_overwrite(config, tag):
+        return
+    digest, data = client.get_manifest(tag)
+    if _revision(data) != plan.git.revision:
+        raise _immutable(config, tag, digest, f"an index of commit {plan.git.short}",
+                         released_by=_released(data))
+
+
+def _revision(index: bytes) -> str | None:
+    try:
+        found = json.loads(index).get("annotations", {}).get(
+            "org.opencontainers.image.revision")
+    except (ValueError, AttributeError):
+        return None
+    return found if isinstance(found, str) else None
 
 
 def _released(index: bytes) -> str | None:

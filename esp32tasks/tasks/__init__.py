@@ -29,10 +29,13 @@ __all__ = [
     "task_index",
     "task_manifest",
     "task_preflight",
+    "task_publish_index",
     "task_push",
     "task_push_delta",
     "task_push_index",
     "task_release",
+    "task_shards",
+    "task_share",
     "task_sign",
     "task_tag",
     "task_upload",
@@ -122,6 +125,21 @@ def task_channel() -> Iterator[Task]:
 def task_release() -> Task:
     """Build, package, index and upload everything (the default task)."""
     return generate.release_task(current(), task_release.__doc__)
+
+
+def task_share() -> Iterator[Task]:
+    """In a shard (targets=...): leave each target's receipts in the store for publish-index."""
+    return generate.share_tasks(current(), task_share.__doc__)
+
+
+def task_shards() -> Task:
+    """Take every shard's receipts from the store (the first step of publish-index)."""
+    return generate.shards_task(current())
+
+
+def task_publish_index() -> Task:
+    """Assemble the release the shards pushed: every index, release.json and channel."""
+    return generate.publish_index_task(current(), task_publish_index.__doc__)
 
 
 def task_verify() -> Task:

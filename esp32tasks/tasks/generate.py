@@ -31,11 +31,11 @@ from esp32tasks.receiptfile import all_current
 from esp32tasks.registry import push, referrers
 from esp32tasks.registry import verify as registry_verify
 from esp32tasks.sign import action as sign_action
-from esp32tasks.store import manifest, patches, upload
+from esp32tasks.store import manifest, patches, shards, upload
 from esp32tasks.store import verify as store_verify
 from esp32tasks.tasks import cached, channels
 from esp32tasks.tasks.boundary import Action
-from esp32tasks.tasks.session import Session
+from esp32tasks.tasks.session import ASSEMBLE, Session
 
 __all__ = [
     "OutputsPresent",
@@ -47,11 +47,14 @@ __all__ = [
     "manifest_task",
     "preflight",
     "preflight_task",
+    "publish_index_task",
     "push_delta_tasks",
     "push_index_tasks",
     "push_tasks",
     "release_task",
     "rmtree",
+    "shards_task",
+    "share_tasks",
     "sign_tasks",
     "tag_tasks",
     "upload_tasks",
@@ -141,7 +144,7 @@ def _registry_identity(config: RegistryConfig) -> dict[str, Any]:
 def build_tasks(s: Session, doc: str | None) -> Iterator[Task]:
     yield {"basename": "build", "name": None, "doc": doc}
     release = s.release
-    for step in s.plan.steps:
+    for step in s.plan.local_steps:
         yield _producer(
             s, basename="build", name=step.name,
             doc=f"build the app for {step.name} (chip {step.target.chip}) into "
@@ -159,7 +162,7 @@ def build_tasks(s: Session, doc: str | None) -> Iterator[Task]:
 def sign_tasks(s: Session, doc: str | None) -> Iterator[Task]:
     yield {"basename": "sign", "name": None, "doc": doc}
     p = s.plan
-    for step in p.signed:
+    for step in p.local_signed:
         key, signed_dir = step.signing
         unsigned = p.build_of(step)
         yield _producer(
@@ -186,7 +189,7 @@ def _and_bootloader(scheme: str) -> str:
 def tag_tasks(s: Session, doc: str | None) -> Iterator[Task]:
     yield {"basename": "tag", "name": None, "doc": doc}
     p = s.plan
-    for step in p.published:
+    for step in p.local_published:
         yield _producer(
             s, basename="tag", name=step.name,
             doc=f"OCI image of {step.name}'s app, tagged {step.tag}",
@@ -199,7 +202,7 @@ def tag_tasks(s: Session, doc: str | None) -> Iterator[Task]:
 
 def index_tasks(s: Session) -> Iterator[Task]:
     p = s.plan
-    for variant in p.variants:
+    for variant in () if p.sharded else p.variants:
         yield _producer(
             s, basename=variant.index_task, name=None,
             doc=f"OCI image index of all {_signed_by(variant)}targets, tagged "
@@ -218,7 +221,7 @@ def _signed_by(variant: Variant) -> str:
 
 
 def _index_tasks(p: Plan) -> list[str]:
-    return [v.index_task for v in p.variants]
+    return [] if p.sharded else [v.index_task for v in p.variants]
 
 
 def preflight(plan: Plan, registry: RegistryConfig | None) -> None:
@@ -271,7 +274,7 @@ def delta_tasks(s: Session, doc: str | None) -> Iterator[Task]:
     yield {"basename": "delta", "name": None, "doc": doc}
     p = s.plan
     config, store = p.release.delta, p.release.store
-    for delta in p.deltas:
+    for delta in p.local_deltas:
         yield _producer(
             s, basename="delta", name=delta.name,
             doc=f"delta OTA patches of {delta.name}'s app from "
@@ -308,7 +311,7 @@ def upload_tasks(s: Session, doc: str | None) -> Iterator[Task]:
     yield {"basename": "upload", "name": None, "doc": doc}
     p = s.plan
     store = p.release.store
-    for step in p.published:
+    for step in p.local_published:
         yield _producer(
             s, basename="upload", name=step.name,
             doc=f"artifacts of {step.name} to {store.url}/{step.store_prefix}",
@@ -331,7 +334,7 @@ def push_tasks(s: Session, doc: str | None) -> Iterator[Task]:
     cfg = p.release.registry
     if cfg is None:
         return
-    for step in p.published:
+    for step in p.local_published:
         yield _producer(
             s, basename="push", name=step.name,
             doc=f"{step.name}'s image to {cfg.repository}:{step.tag}",
@@ -348,7 +351,7 @@ def push_delta_tasks(s: Session, doc: str | None) -> Iterator[Task]:
     cfg = p.release.registry
     if cfg is None:
         return
-    for delta in p.deltas:
+    for delta in p.local_deltas:
         yield _producer(
             s, basename="push-delta", name=delta.name,
             doc=f"{delta.name}'s patches as referrers of its image in {cfg.repository}",
@@ -363,7 +366,7 @@ def push_delta_tasks(s: Session, doc: str | None) -> Iterator[Task]:
 def push_index_tasks(s: Session) -> Iterator[Task]:
     p = s.plan
     cfg = p.release.registry
-    for variant in p.variants:
+    for variant in () if p.sharded else p.variants:
         if cfg is None:
             yield {"basename": variant.push_index_task,
                    "doc": "no registry: set [registry] in targets.toml", "actions": None}
@@ -383,12 +386,15 @@ def _publish_deps(s: Session) -> list[str]:
     """What ``release`` adds when a registry is configured."""
     if s.release.registry is None:
         return []
-    return [*(v.push_index_task for v in s.plan.variants),
-            *(f"push-delta:{d.name}" for d in s.plan.deltas)]
+    return [*([] if s.plan.sharded else (v.push_index_task for v in s.plan.variants)),
+            *(f"push-delta:{d.name}" for d in s.plan.local_deltas)]
 
 
 def manifest_task(s: Session) -> Task:
     p = s.plan
+    if p.sharded:
+        return {"doc": f"a shard writes no {manifest.MANIFEST_NAME}: `doit publish-index` does",
+                "actions": None}
     root = p.release.root
     store = p.release.store
     pushed = s.release.registry is not None  # push receipts go in, too
@@ -402,7 +408,7 @@ def manifest_task(s: Session) -> Task:
         "actions": [Action(manifest.publish, p, pushed, s.fingerprints())],
         "file_dep": [str(f) for f in manifest.inputs(p, pushed=pushed)],
         # after every upload, the index and (with a registry) every push
-        "task_dep": [*_index_tasks(p), *(f"upload:{step.name}" for step in p.published),
+        "task_dep": [*_index_tasks(p), *(f"upload:{step.name}" for step in p.local_published),
                      *_publish_deps(s)],
         "targets": [str(manifest.RECEIPT)],
         "setup": _setup(s),
@@ -445,13 +451,71 @@ def _channel_tasks(s: Session, variant: Variant) -> Iterator[Task]:
 
 
 def release_task(s: Session, doc: str | None) -> Task:
+    p = s.plan
+    local = [*(f"upload:{step.name}" for step in p.local_published), *_publish_deps(s)]
+    if p.sharded:  # its images and artifacts, then its receipts for publish-index
+        local += [*(f"push:{step.name}" for step in p.local_published
+                    if s.release.registry is not None),
+                  *(f"share:{step.name}" for step in p.local_published)]
+        return {"doc": doc, "actions": None, "task_dep": local,
+                "clean": [Action(remove, s.release.root / summary.FILE)]}
     return {
         "doc": doc,
         "actions": None,
         "clean": [Action(remove, s.release.root / summary.FILE)],
-        "task_dep": [*_index_tasks(s.plan), *(f"upload:{step.name}" for step in s.plan.published),
-                     *_publish_deps(s), "manifest",
-                     *(f"channel:{c.task}" for c in s.plan.channels)],
+        "task_dep": [*_index_tasks(p), *local, "manifest",
+                     *(f"channel:{c.task}" for c in p.channels)],
+    }
+
+
+def share_tasks(s: Session, doc: str | None) -> Iterator[Task]:
+    yield {"basename": "share", "name": None, "doc": doc}
+    p = s.plan
+    if not p.sharded:
+        return
+    pushed = s.release.registry is not None
+    for step in p.local_published:
+        yield _producer(
+            s, basename="share", name=step.name,
+            doc=f"{step.name}'s receipts to {p.release.store.url}/{p.shard_key(step)}",
+            action=Action(shards.share, p, step, pushed),
+            file_dep=[str(path) for path in
+                      shards.receipts_of(p, step, pushed=pushed).values()],
+            receipts=(), outputs=[str(p.share_receipt(step))],
+            settings={"store": p.release.store.url, "endpoint": p.release.store.endpoint_url,
+                      "key": p.shard_key(step)},
+            clean=[Action(remove, p.release.root / p.share_receipt(step))],
+            setup=_setup(s))
+
+
+def shards_task(s: Session) -> Task:
+    """``doit publish-index``'s first step: the shards' receipts from the store."""
+    p = s.plan
+    if not p.assembling:
+        return {"doc": "(with `doit publish-index`) take every shard's receipts from the store",
+                "actions": None}
+    pushed = s.release.registry is not None
+    return _task({
+        "doc": f"every shard's receipts from {p.release.store.url}/{p.release_prefix}"
+               f"{plan.SHARDS}/",
+        "actions": [Action(shards.collect, p, pushed)],
+        "targets": [str(path) for step in p.published
+                    for path in shards.receipts_of(p, step, pushed=pushed).values()],
+        "uptodate": [False],  # a shard may have run again since
+    })
+
+
+def publish_index_task(s: Session, doc: str | None) -> Task:
+    p = s.plan
+    if not p.assembling:
+        return {"basename": ASSEMBLE, "doc": doc, "actions": None}
+    return {
+        "basename": ASSEMBLE,
+        "doc": doc,
+        "actions": None,
+        "clean": [Action(remove, s.release.root / summary.FILE)],
+        "task_dep": ["shards", *_index_tasks(p), *_publish_deps(s), "manifest",
+                     *(f"channel:{c.task}" for c in p.channels)],
     }
 
 

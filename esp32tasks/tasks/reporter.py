@@ -39,7 +39,7 @@ class Reporter(ConsoleReporter):  # type: ignore[misc]  # doit ships no type hin
         super().execute_task(task)
 
     def add_success(self, task: Any) -> None:
-        if task.name == "release":
+        if task.name in _RELEASES:
             self.released = True
         if task.actions:
             self.ran.add(task.name)
@@ -49,7 +49,7 @@ class Reporter(ConsoleReporter):  # type: ignore[misc]  # doit ships no type hin
         super().add_success(task)
 
     def skip_uptodate(self, task: Any) -> None:
-        if task.name == "release":
+        if task.name in _RELEASES:
             self.released = True
         super().skip_uptodate(task)
 
@@ -82,6 +82,9 @@ class Reporter(ConsoleReporter):  # type: ignore[misc]  # doit ships no type hin
         self.write("\n" + summary.text(facts))
         summary.write(plan, facts, plan.release.step_summary)
 
+
+#: The tasks whose run ends with the summary.
+_RELEASES: Final = frozenset({"release", "publish-index"})
 
 #: The last line of an ``OSError``'s traceback: ``PermissionError: [Errno 13] Permission
 #: denied: '/path'`` (doit keeps the text of a failure's exception, not the exception).

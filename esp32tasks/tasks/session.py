@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
@@ -26,6 +27,9 @@ __all__ = ["CONFIG_FILE", "DOIT_KEYS", "Session", "check_doit_config", "current"
            "open_session"]
 
 CONFIG_FILE: Final = "targets.toml"
+#: The task that assembles a sharded release: asked for on doit's command line, the run
+#: builds nothing (every step's receipts come from the shards).
+ASSEMBLE: Final = "publish-index"
 #: The DOIT_CONFIG keys esp32tasks needs (see :func:`esp32tasks.tasks.doit_config`).
 DOIT_KEYS: Final = ("default_tasks", "dep_file", "backend", "check_file_uptodate", "reporter")
 
@@ -69,7 +73,7 @@ def _fingerprint(root: Path, key: Key) -> str:
 
 
 def open_session(root: Path, environ: Mapping[str, str], cli: Mapping[str, str | None],
-                 *, state: Path | None = None) -> Session:
+                 *, state: Path | None = None, assemble: bool = False) -> Session:
     """Read config (with overrides), git and the plan for the repository at ``root``.
 
     ``state`` is doit's state file (``dep_file``, ``--db-file``): git's stat cache lives
@@ -77,6 +81,11 @@ def open_session(root: Path, environ: Mapping[str, str], cli: Mapping[str, str |
     checkout whose state is elsewhere writes nothing in the checkout.
     """
     release = config.load(root / CONFIG_FILE, environ, cli)
+    if assemble:
+        if release.shard is not None:
+            raise ConfigError([f"{ASSEMBLE} assembles every target; drop targets= (and "
+                               "ESP32TASKS_TARGETS) from its run"])
+        release = replace(release, assemble=True)
     own = [BUILD_DIR.as_posix()]
     if not release.store.is_s3:
         own.append(release.store.url)
@@ -114,7 +123,8 @@ def current() -> Session:
     with generating():
         check_doit_config(sys.modules.values())
         cli = {name: _text(get_var(name)) for name in config.CLI_PARAMETERS}
-        session = open_session(Path.cwd(), os.environ, cli, state=_state_file())
+        session = open_session(Path.cwd(), os.environ, cli, state=_state_file(),
+                               assemble=ASSEMBLE in sys.argv[1:])
         for warning in session.plan.warnings:
             sys.stderr.write(f"warning: {warning}\n")
         return session
