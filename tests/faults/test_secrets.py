@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import gzip
+import json
 import secrets
 import shutil
 import subprocess
@@ -41,6 +42,7 @@ class Secrets:
     wrong_password: str
     s3: Credentials
     wrong_s3_secret: str
+    cache_key: str
 
     def strings(self) -> dict[str, str]:
         """name -> secret; the access key ID is kept out of files and output as well."""
@@ -50,7 +52,8 @@ class Secrets:
                 "wrong user:password": f"{self.user}:{self.wrong_password}",
                 "S3 secret key": self.s3.secret_key,
                 "wrong S3 secret key": self.wrong_s3_secret,
-                "S3 access key": self.s3.access_key}
+                "S3 access key": self.s3.access_key,
+                "build cache HMAC key": self.cache_key}
 
 
 def forms(secret: str) -> set[bytes]:
@@ -87,7 +90,8 @@ def keys() -> Secrets:
                    wrong_password="Pw-" + secrets.token_urlsafe(18),
                    s3=Credentials("AK" + secrets.token_hex(9).upper(),
                                   secrets.token_urlsafe(30)),
-                   wrong_s3_secret=secrets.token_urlsafe(30))
+                   wrong_s3_secret=secrets.token_urlsafe(30),
+                   cache_key=secrets.token_urlsafe(24))
 
 
 @pytest.fixture
@@ -124,8 +128,11 @@ def test_no_secret_in_output_files_objects_or_the_registry(
     configure(built, registry, ca_bundle="registry-ca.pem")
     bucket = keyed_s3.bucket(new_bucket())
     proxy = FaultProxy(keyed_s3.endpoint.removeprefix("http://"))
+    built.write("targets.toml", built.read("targets.toml") + f'\n[cache]\nurl = "s3://{bucket}/'
+                f'cache"\nendpoint_url = "{proxy.endpoint}"\n')  # entries carry an HMAC
     use_s3(built, proxy.endpoint, bucket, creds=keys.s3)
-    good = {"ESP32TASKS_REGISTRY_USER": keys.user, "ESP32TASKS_REGISTRY_PASSWORD": keys.password}
+    good = {"ESP32TASKS_REGISTRY_USER": keys.user, "ESP32TASKS_REGISTRY_PASSWORD": keys.password,
+            "ESP32TASKS_CACHE_WRITE": "1", "ESP32TASKS_CACHE_KEY": keys.cache_key}
     runs: dict[str, Run] = {}
     try:
         built.env.update({**good, "AWS_SECRET_ACCESS_KEY": keys.wrong_s3_secret})
@@ -138,6 +145,8 @@ def test_no_secret_in_output_files_objects_or_the_registry(
         proxy.close()  # S3 unreachable: the preflight stops the release before a push
         runs["S3 unreachable"] = doit_bounded(built, "release", timeout=60)
         proxy = FaultProxy(proxy.upstream, port=port)
+        for target in ("esp32c3", "esp32c6", "esp32h2"):  # compiled again: into the cache
+            built.doit("forget", f"build:{target}")
         runs["release"] = doit_bounded(built, "release", timeout=120)
         runs["verify"] = doit_bounded(built, "verify", timeout=60)
     finally:
@@ -170,6 +179,11 @@ def test_no_secret_in_output_files_objects_or_the_registry(
                            f"the metadata of {key}", keys)
     found += scan_tree(registry.storage, keys)  # manifests, configs, layers, tags
     assert found == []
+    entries = s3.list_objects_v2(Bucket=bucket, Prefix="cache/entries/").get("Contents", [])
+    assert entries, "the build cache was written (and scanned above)"
+    for listed in entries:
+        doc = json.loads(s3.get_object(Bucket=bucket, Key=listed["Key"])["Body"].read())
+        assert doc["hmac"].startswith("hmac-sha256:"), listed["Key"]
 
 
 def test_the_scan_finds_each_form(keys: Secrets) -> None:

@@ -54,8 +54,8 @@ def expected_objects(repo: Repo) -> dict[str, str]:
 def check_bucket(server: Seaweed, repo: Repo, bucket: str) -> dict[str, Any]:
     """Every object's bytes equal the local build's, and release.json describes them all."""
     s3 = server.client()
-    listed = {o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
-              for o in page.get("Contents", [])}
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{PREFIX}/")
+    listed = {o["Key"] for page in pages for o in page.get("Contents", [])}
     expected = expected_objects(repo)
     assert listed == {*expected, MANIFEST, WEB_MANIFEST}
     for target in TARGETS:
