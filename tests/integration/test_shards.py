@@ -96,3 +96,43 @@ def test_publish_index_with_targets_is_refused(repo: Repo) -> None:
     assert run.code == 2
     assert "publish-index assembles every target" in run.stderr
     assert "Traceback" not in run.output
+
+
+def test_shards_with_a_key_assemble_the_signed_index_of_a_single_machine(
+        repo: Repo, s3_server: Seaweed, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()).decode()
+    bucket = s3_server.bucket(new_bucket())
+    use_s3(repo, s3_server.endpoint, bucket, commit=False)
+    repo.write("targets.toml", repo.read("targets.toml") + """
+[[keys]]
+name = "field"
+scheme = "ecdsa256"
+private_key_env = "ESP32_KEY_FIELD"
+targets = ["esp32c6", "esp32h2"]
+""")
+    repo.commit("sign esp32c6 and esp32h2")
+    repo.env["ESP32_KEY_FIELD"] = key
+    first, second, final = (repo.clone(tmp_path / name) for name in ("a", "b", "final"))
+    one = first.doit("release", "targets=esp32c6")
+    assert "sign:esp32c6@field" in one.executed
+    assert "share:esp32c6@field" in one.ran, one.output
+    early = final.doit("publish-index", check=False)
+    assert "the shards of esp32h2 did not finish" in early.stderr, early.output
+    second.doit("release", "targets=esp32h2")
+    published = final.doit("publish-index")
+    assert not [n for n in published.ran if n.split(":")[0] in ("build", "sign", "tag")]
+    assert "index@field" in published.ran
+    released = json.loads(s3_server.client().get_object(
+        Bucket=bucket, Key=MANIFEST)["Body"].read())
+    single = repo.clone(tmp_path / "single")
+    single.doit("release")
+    assert receipt(final, "index@field", IndexReceipt).index.digest == \
+        receipt(single, "index@field", IndexReceipt).index.digest
+    assert released["keys"]["field"]["targets"] == ["esp32c6@field", "esp32h2@field"]
+    assert released["keys"]["field"]["index"]["digest"] == \
+        receipt(final, "index@field", IndexReceipt).index.digest
