@@ -59,7 +59,7 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
-from esp32tasks import __version__, deadline
+from esp32tasks import __version__, deadline, interrupts
 from esp32tasks.config import StoreConfig
 from esp32tasks.errors import (
     StoreAuthError,
@@ -291,8 +291,9 @@ class S3Store:
         if not indexes:
             return
         pool = self._head_pool()
-        asked = {pool.submit(self.head_sha256, files[i][0]): i for i in indexes}
-        heads.extend(asked)
+        with interrupts.deferred():  # each future reaches heads, for the caller to cancel
+            asked = {pool.submit(self.head_sha256, files[i][0]): i for i in indexes}
+            heads.extend(asked)
         for head in as_completed(asked):
             i = asked[head]
             if head.result() != files[i][2]:
@@ -350,7 +351,8 @@ class S3Store:
             source = str(body)
             self._expected[self.prefix + key] = _Proof.parts(
                 body, self.transfer.multipart_chunksize)
-        return self.transfer_manager.upload(source, self.bucket, self.prefix + key, extra)
+        with interrupts.deferred():  # a worker thread started half is never stopped
+            return self.transfer_manager.upload(source, self.bucket, self.prefix + key, extra)
 
     def _wait(self, files: Sequence[tuple[str, Path, str]],
               transfers: dict[int, tuple[str, TransferFuture]]) -> None:

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "esp32tasks"
 README = PACKAGE.parent / "README.md"
 CORE = {"errors", "files", "runcache", "deadline", "config", "gitinfo", "plan", "receiptfile",
         "receipts", "oci", "images", "version", "bundle", "summary", "secureboot", "delta",
-        "__init__"}
+        "interrupts", "__init__"}
 ROOMS = ("build", "registry", "sign", "store", "tasks")
 
 
