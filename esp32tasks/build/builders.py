@@ -24,6 +24,7 @@ __all__ = [
     "build_argv",
     "build_env",
     "discover",
+    "idf_version_files",
     "resolve_toolchain",
     "settings",
 ]
@@ -107,6 +108,20 @@ def settings(release: Release, target: Target, build_dir: str) -> dict[str, Any]
         "app_type": release.project.app_type,
         "idf_path": os.environ.get("IDF_PATH", "") if builder.kind == "idf" else "",
     }
+
+
+#: What names an ESP-IDF tree's version, relative to ``IDF_PATH``.
+IDF_VERSION_FILES: Final = ("version.txt", "tools/cmake/version.cmake")
+
+
+def idf_version_files(release: Release) -> list[tuple[str, Path]]:
+    """For the idf builder: ``(IDF_PATH/<name>, path)`` of each of the ESP-IDF tree's
+    version files there is (the build cache's toolchain identity, besides its programs)."""
+    idf = os.environ.get("IDF_PATH", "") if release.builder.kind == "idf" else ""
+    if not idf:
+        return []
+    return [(f"IDF_PATH/{name}", Path(idf) / name) for name in IDF_VERSION_FILES
+            if (Path(idf) / name).is_file()]
 
 
 def resolve_toolchain(release: Release) -> list[str]:

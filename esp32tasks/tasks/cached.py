@@ -47,21 +47,13 @@ def _sha256(path: Path) -> str:
     return digest
 
 
-#: What names an ESP-IDF tree's version (an idf builder's identity besides its programs).
-IDF_VERSION_FILES = ("version.txt", "tools/cmake/version.cmake")
-
-
 def toolchain_identity(release: Release, toolchain: tuple[str, ...]) -> Any:
     """``[cache] toolchain`` as declared, else each program's name and content hash (and,
     for the idf builder, the hash of the ESP-IDF tree's version files)."""
     if release.cache is not None and release.cache.toolchain:
         return release.cache.toolchain
     found = sorted([Path(p).name, _sha256(Path(p))] for p in toolchain)
-    idf = os.environ.get("IDF_PATH", "") if release.builder.kind == "idf" else ""
-    for name in IDF_VERSION_FILES if idf else ():
-        path = Path(idf) / name
-        if path.is_file():
-            found.append([f"IDF_PATH/{name}", _sha256(path)])
+    found += [[name, _sha256(path)] for name, path in builders.idf_version_files(release)]
     return found
 
 
