@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import delta, report, scenarios, wire
+from bench import delta, example, fleet, report, scenarios, wire
 from bench.proc import BenchError
 from bench.stats import slope
 
@@ -60,6 +60,24 @@ def measure_delta(workdir: Path, files: int) -> list[dict[str, Any]] | str:
         return f"not measured: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
 
 
+def measure_example(workdir: Path, runs: int) -> dict[str, Any] | str:
+    """The bundled example's release times, or why they could not be measured."""
+    print("bench: the example (cold, restored, remote cache hit)", file=sys.stderr, flush=True)
+    try:
+        return example.measure(workdir, runs)
+    except (BenchError, OSError, ImportError) as exc:
+        return f"not measured: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+
+
+def measure_fleet(workdir: Path) -> dict[str, Any] | str:
+    """48 targets on 6 runners sharing a build cache, or why it could not be measured."""
+    print("bench: a fleet of runners and one build cache", file=sys.stderr, flush=True)
+    try:
+        return fleet.measure(workdir)
+    except (BenchError, OSError, RuntimeError, ImportError) as exc:
+        return f"not measured: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smallest size, one run")
@@ -89,6 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             data["scaling"] = scaling(data["sizes"])
             data["wire"] = measure_wire(Path(tmp) / "wire", runs)
             data["delta"] = measure_delta(Path(tmp) / "delta", 100 if args.quick else 1000)
+            if not args.quick:  # minutes each: full mode only
+                data["example"] = measure_example(Path(tmp) / "example", runs)
+                data["fleet"] = measure_fleet(Path(tmp) / "fleet")
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 1

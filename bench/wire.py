@@ -21,7 +21,7 @@ from bench.scenarios import Prepared
 from bench.stats import summary
 from bench.wireproxy import Counts, WireProxy
 
-__all__ = ["measure"]
+__all__ = ["measure", "start_servers"]
 
 BUCKET = "bench-store"
 
@@ -63,7 +63,7 @@ def _artifact_shas(p: Prepared, target: str) -> dict[str, tuple[str, int]]:
     return {a["name"]: (a["sha256"], a["size"]) for a in data["artifacts"]}
 
 
-def _start_servers(workdir: Path) -> tuple[Any, Any]:
+def start_servers(workdir: Path) -> tuple[Any, Any]:
     from tests.servers.registry import RegistryServer
     from tests.servers.s3 import Seaweed
 
@@ -82,7 +82,7 @@ def measure(workdir: Path, runs: int) -> dict[str, Any]:
     """Cold release, no-op and a committed one-target change; then push vs skopeo."""
     from tests.servers.s3 import ADMIN
 
-    registry, s3 = _start_servers(workdir)
+    registry, s3 = start_servers(workdir)
     reg_proxy = WireProxy(("127.0.0.1", registry.port))
     s3_proxy = WireProxy(("127.0.0.1", int(s3.endpoint.rsplit(":", 1)[1])))
     try:
