@@ -41,6 +41,11 @@ def scaling(sizes: list[dict[str, Any]]) -> dict[str, float]:
             "floor_slope_us": floor[0] * 1e6, "floor_intercept_ms": floor[1] * 1e3}
 
 
+def _not_measured(exc: BaseException) -> str:
+    """A scenario's entry in the report when it could not run: the error's first line."""
+    return f"not measured: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+
+
 def measure_wire(workdir: Path, runs: int) -> dict[str, Any] | str:
     """The registry and S3 scenarios, or why they could not be measured."""
     print("bench: wire cost and push (registry and S3 on loopback)", file=sys.stderr,
@@ -48,7 +53,7 @@ def measure_wire(workdir: Path, runs: int) -> dict[str, Any] | str:
     try:
         return wire.measure(workdir, runs)
     except (BenchError, OSError, RuntimeError, ImportError) as exc:
-        return f"not measured: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        return _not_measured(exc)
 
 
 def measure_delta(workdir: Path, files: int) -> list[dict[str, Any]] | str:
@@ -57,7 +62,7 @@ def measure_delta(workdir: Path, files: int) -> list[dict[str, Any]] | str:
     try:
         return delta.measure(workdir, files)
     except (BenchError, OSError, ImportError) as exc:
-        return f"not measured: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        return _not_measured(exc)
 
 
 def measure_example(workdir: Path, runs: int) -> dict[str, Any] | str:
@@ -66,7 +71,7 @@ def measure_example(workdir: Path, runs: int) -> dict[str, Any] | str:
     try:
         return example.measure(workdir, runs)
     except (BenchError, OSError, ImportError) as exc:
-        return f"not measured: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        return _not_measured(exc)
 
 
 def measure_fleet(workdir: Path) -> dict[str, Any] | str:
@@ -75,7 +80,7 @@ def measure_fleet(workdir: Path) -> dict[str, Any] | str:
     try:
         return fleet.measure(workdir)
     except (BenchError, OSError, RuntimeError, ImportError) as exc:
-        return f"not measured: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        return _not_measured(exc)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,6 +17,7 @@ runner's own wall and CPU time are reported too. ``python -m bench.fleet`` print
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -24,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,8 +64,7 @@ def _compiles(cc: CompileLog, root: Path) -> tuple[tuple[str, ...], ...]:
 
 def _doit(root: Path, env: Mapping[str, str], *args: str) -> Job:
     """``doit *args`` in ``root``, timed, with its process tree's CPU time from wait4."""
-    cc = CompileLog(root.parent / "cc")
-    cc.clear()
+    cc = CompileLog(root.parent / "cc")  # an empty log
     full = {**Runner(root=root, cc=cc).env(), **env}
     out, err = root.parent / "doit.out", root.parent / "doit.err"
     with out.open("w") as stdout, err.open("w") as stderr:
@@ -74,11 +74,12 @@ def _doit(root: Path, env: Mapping[str, str], *args: str) -> Job:
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0 or "Traceback" in err.read_text():
+    errors = err.read_text()
+    if proc.returncode != 0 or "Traceback" in errors:
         raise BenchError(f"doit {' '.join(args)} exited {proc.returncode} in {root}:\n"
-                         f"{out.read_text()[-2000:]}\n{err.read_text()[-3000:]}")
+                         f"{out.read_text()[-2000:]}\n{errors[-3000:]}")
     return Job(seconds=seconds, cpu=usage.ru_utime + usage.ru_stime,
-               compiles=_compiles(cc, root), stderr=err.read_text())
+               compiles=_compiles(cc, root), stderr=errors)
 
 
 def _clone(origin: Path, dest: Path) -> Path:
@@ -98,33 +99,32 @@ def _shards(names: Sequence[str], runners: int) -> list[list[str]]:
     return [list(names[i:i + size]) for i in range(0, len(names), size)]
 
 
-def _objects(client: Any, prefix: str) -> tuple[int, int]:
-    count = size = 0
+def _listed(client: Any, prefix: str) -> Iterator[dict[str, Any]]:
+    """Every object under ``prefix`` in the bench's bucket (as S3 lists them, in pages)."""
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET,
                                                                   Prefix=prefix):
-        for obj in page.get("Contents", []):
-            count, size = count + 1, size + obj["Size"]
-    return count, size
+        yield from page.get("Contents", [])
+
+
+def _objects(client: Any, prefix: str) -> tuple[int, int]:
+    sizes = [obj["Size"] for obj in _listed(client, prefix)]
+    return len(sizes), sum(sizes)
 
 
 def _named_files(client: Any) -> tuple[int, int]:
     """Files the cache's entries name, and their bytes (before sharing blobs)."""
     count = size = 0
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET,
-                                                                  Prefix="cache/entries/"):
-        for obj in page.get("Contents", []):
-            doc = json.loads(client.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read())
-            count += len(doc["files"])
-            size += sum(int(f["size"]) for f in doc["files"])
+    for obj in _listed(client, "cache/entries/"):
+        doc = json.loads(client.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read())
+        count += len(doc["files"])
+        size += sum(int(f["size"]) for f in doc["files"])
     return count, size
 
 
 def _delete(client: Any, prefix: str) -> None:
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET,
-                                                                  Prefix=prefix):
-        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-        if keys:
-            client.delete_objects(Bucket=BUCKET, Delete={"Objects": keys})
+    keys = [{"Key": obj["Key"]} for obj in _listed(client, prefix)]
+    for i in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys
+        client.delete_objects(Bucket=BUCKET, Delete={"Objects": keys[i:i + 1000]})
 
 
 def _phase(origin: Path, workdir: Path, shards: list[list[str]], env: Mapping[str, str],
@@ -285,9 +285,8 @@ def main() -> None:
     if args.keep:
         shutil.rmtree(args.keep, ignore_errors=True)
         args.keep.mkdir(parents=True)
-        print(table(measure(args.keep, args.files, args.targets, args.runners)))
-        return
-    with tempfile.TemporaryDirectory(prefix="esp32tasks-fleet-") as tmp:
+    with (contextlib.nullcontext(str(args.keep)) if args.keep
+          else tempfile.TemporaryDirectory(prefix="esp32tasks-fleet-")) as tmp:
         print(table(measure(Path(tmp), args.files, args.targets, args.runners)))
 
 

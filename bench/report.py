@@ -6,6 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench.example import table as example_table
+from bench.fleet import table as fleet_table
+
 __all__ = ["write"]
 
 
@@ -73,14 +76,10 @@ def markdown(data: dict[str, Any]) -> str:
         lines += [patches] if isinstance(patches, str) else delta_table(patches)
     example = data.get("example")
     if example is not None:
-        from bench.example import table as example_table
-
         lines += ["", "## The bundled example: cold, restored state, remote cache hit", ""]
         lines += [example if isinstance(example, str) else example_table(example)]
     fleet = data.get("fleet")
     if fleet is not None:
-        from bench.fleet import table as fleet_table
-
         lines += ["", "## A fleet of CI runners sharing one build cache", ""]
         lines += [fleet if isinstance(fleet, str) else fleet_table(fleet)]
     return "\n".join(lines) + "\n"
